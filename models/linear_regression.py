@@ -1,0 +1,228 @@
+"""Bayesian linear regression: the NumPyro model and its conjugate closed forms.
+
+Model (article 1 of the tutorial series; Bishop, PRML section 3.3):
+
+    w ~ N(0, alpha^-1 I_p)                      alpha = prior_precision
+    y | X, w ~ N(X w, beta^-1 I_n)              beta  = noise_precision
+
+With alpha and beta fixed the posterior of w is Gaussian (eq. 3.53-3.54 of PRML):
+
+    A = alpha I + beta X^T X,   cov = A^-1,   mean = beta A^-1 X^T y
+
+and the evidence is Gaussian too, y ~ N(0, beta^-1 I_n + alpha^-1 X X^T) (eq. 3.86).
+Every matrix solve below goes through a Cholesky factor of A; no inverse of an
+ill-conditioned matrix is formed explicitly.
+
+Axis names: n rows, p predictors (columns of X, bias included).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.linalg import cho_solve
+
+from data.validation import (
+    check_matrix,
+    check_positive,
+    check_same_rows,
+    check_vector,
+    is_traced,
+    warn,
+)
+
+__all__ = [
+    "GaussianPosterior",
+    "HYPERPRIOR_CONCENTRATION",
+    "HYPERPRIOR_RATE",
+    "polynomial_features",
+    "gaussian_features",
+    "model",
+    "check_regression_data",
+    "posterior",
+    "posterior_and_log_evidence",
+    "update_posterior",
+    "predictive",
+    "log_evidence",
+]
+
+# Gamma(shape, rate) hyperprior of a precision left as None in `model`: the same
+# vague choice as scikit-learn's BayesianRidge (alpha_1 = alpha_2 = lambda_1 =
+# lambda_2 = 1e-6). Its density in log-precision is almost flat, so NUTS on the
+# hierarchical model behaves like type-II maximum likelihood plus uncertainty.
+HYPERPRIOR_CONCENTRATION = 1e-6
+HYPERPRIOR_RATE = 1e-6
+
+
+class GaussianPosterior(NamedTuple):
+    """Gaussian posterior N(mean, cov) of the weights w."""
+
+    mean: jax.Array  # (p,)
+    cov: jax.Array  # (p, p)
+
+
+def polynomial_features(x, degree: int) -> jax.Array:
+    """Design matrix [1, x, x^2, ..., x^degree] of a 1-D input, shape (n, degree + 1)."""
+    if int(degree) != degree or degree < 0:
+        raise ValueError(f"degree must be an integer >= 0, got {degree!r}")
+    x = jnp.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"x must be 1-D with shape (n,), got shape {x.shape}")
+    return x[:, None] ** jnp.arange(int(degree) + 1)
+
+
+def gaussian_features(x, centers, width) -> jax.Array:
+    """Design matrix [1, exp(-(x - c_j)^2 / (2 width^2))_j], shape (n, len(centers) + 1)."""
+    x = jnp.asarray(x)
+    centers = jnp.asarray(centers)
+    if x.ndim != 1 or centers.ndim != 1:
+        raise ValueError(
+            f"x and centers must be 1-D, got shapes {x.shape} and {centers.shape}"
+        )
+    if not np.all(np.asarray(width) > 0):
+        raise ValueError(f"width must be > 0, got {width!r}")
+    bumps = jnp.exp(-0.5 * ((x[:, None] - centers[None, :]) / width) ** 2)
+    return jnp.concatenate([jnp.ones_like(x)[:, None], bumps], axis=1)
+
+
+def model(X, y=None, *, prior_precision=None, noise_precision=None):
+    """NumPyro model of Bayesian linear regression.
+
+    w ~ N(0, prior_precision^-1 I), y ~ N(X w, noise_precision^-1). A precision left
+    as None is a latent site with a Gamma(HYPERPRIOR_CONCENTRATION, HYPERPRIOR_RATE)
+    hyperprior; a given precision is a fixed constant.
+
+    Sites: "prior_precision" and "noise_precision" (when sampled), "w" (p,), "y" (n,).
+    """
+    X = jnp.asarray(X)
+    num_predictors = X.shape[1]
+    hyperprior = dist.Gamma(HYPERPRIOR_CONCENTRATION, HYPERPRIOR_RATE)
+    if prior_precision is None:
+        prior_precision = numpyro.sample("prior_precision", hyperprior)
+    if noise_precision is None:
+        noise_precision = numpyro.sample("noise_precision", hyperprior)
+    w = numpyro.sample(
+        "w",
+        dist.Normal(jnp.zeros(num_predictors), 1.0 / jnp.sqrt(prior_precision)).to_event(
+            1
+        ),
+    )
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ w, 1.0 / jnp.sqrt(noise_precision)), obs=y)
+
+
+def check_regression_data(X, y=None):
+    """Validate a design matrix (and target) at the Python boundary.
+
+    Errors: X not 2-D, non-numeric dtype, NaN/inf, y of another length.
+    Warnings (the fit still works, the prior keeps the posterior proper): more
+    predictors than rows, and constant columns that are collinear with another
+    constant column or identically zero.
+    """
+    if is_traced(X) or is_traced(y):
+        return jnp.asarray(X), None if y is None else jnp.asarray(y)
+    X = check_matrix("X", X)
+    if y is not None:
+        y = check_vector("y", y)
+        check_same_rows("X", X, "y", y)
+    num_rows, num_predictors = X.shape
+    if num_predictors > num_rows:
+        warn(
+            f"X has more predictors ({num_predictors}) than rows ({num_rows}): the "
+            f"posterior equals the prior along {num_predictors - num_rows} directions"
+        )
+    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    zero = [int(j) for j in constant if np.all(X[:, j] == 0)]
+    if len(constant) > 1 or zero:
+        warn(
+            f"X has constant column(s) {constant.tolist()} (all-zero: {zero}); they "
+            f"are collinear or carry no information, so the posterior equals the "
+            f"prior along those directions. Drop duplicates of the bias column."
+        )
+    return jnp.asarray(X), None if y is None else jnp.asarray(y)
+
+
+def _check_precisions(prior_precision, noise_precision):
+    check_positive("prior_precision", prior_precision)
+    check_positive("noise_precision", noise_precision)
+
+
+def posterior_and_log_evidence(X, y, prior_precision, noise_precision):
+    """Posterior of w and log evidence from one Cholesky factor of A (no checks).
+
+    Posterior (PRML eq. 3.53-3.54): cov = A^-1, mean = beta A^-1 X^T y with
+    A = alpha I + beta X^T X. Log evidence (PRML eq. 3.86):
+    ln p(y) = p/2 ln alpha + n/2 ln beta - E(m) - 1/2 ln|A| - n/2 ln 2 pi,
+    E(m) = beta/2 ||y - X m||^2 + alpha/2 m^T m.
+    """
+    num_rows, num_predictors = X.shape
+    eye = jnp.eye(num_predictors, dtype=X.dtype)
+    precision_matrix = noise_precision * (X.T @ X) + prior_precision * eye
+    chol = jnp.linalg.cholesky(precision_matrix)
+    mean = noise_precision * cho_solve((chol, True), X.T @ y)
+    cov = cho_solve((chol, True), eye)
+    residual = y - X @ mean
+    energy = 0.5 * noise_precision * residual @ residual
+    energy = energy + 0.5 * prior_precision * mean @ mean
+    log_det_precision = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    log_ev = (
+        0.5 * num_predictors * jnp.log(prior_precision)
+        + 0.5 * num_rows * jnp.log(noise_precision)
+        - energy
+        - 0.5 * log_det_precision
+        - 0.5 * num_rows * jnp.log(2.0 * jnp.pi)
+    )
+    return GaussianPosterior(mean, cov), log_ev
+
+
+def posterior(X, y, prior_precision, noise_precision) -> GaussianPosterior:
+    """Conjugate posterior N(mean, cov) of w (PRML eq. 3.53-3.54)."""
+    X, y = check_regression_data(X, y)
+    _check_precisions(prior_precision, noise_precision)
+    return posterior_and_log_evidence(X, y, prior_precision, noise_precision)[0]
+
+
+def update_posterior(
+    prior: GaussianPosterior, X, y, noise_precision
+) -> GaussianPosterior:
+    """One sequential Bayesian update: the posterior after a batch becomes the prior.
+
+    Precision form (PRML eq. 3.50-3.51 with a general Gaussian prior N(m0, S0)):
+    S_N^-1 = S0^-1 + beta X^T X, m_N = S_N (S0^-1 m0 + beta X^T y).
+    """
+    X, y = check_regression_data(X, y)
+    check_positive("noise_precision", noise_precision)
+    prior_chol = jnp.linalg.cholesky(prior.cov)
+    eye = jnp.eye(X.shape[1], dtype=prior_chol.dtype)
+    prior_precision_matrix = cho_solve((prior_chol, True), eye)
+    precision_matrix = prior_precision_matrix + noise_precision * X.T @ X
+    chol = jnp.linalg.cholesky(precision_matrix)
+    rhs = cho_solve((prior_chol, True), prior.mean) + noise_precision * X.T @ y
+    return GaussianPosterior(cho_solve((chol, True), rhs), cho_solve((chol, True), eye))
+
+
+def predictive(post: GaussianPosterior, X_new, noise_precision):
+    """Posterior predictive N(x^T mean, 1/beta + x^T cov x) per row (PRML eq. 3.58-3.59).
+
+    Returns (mean, variance), each of shape (m,).
+    """
+    X_new, _ = check_regression_data(X_new)
+    check_positive("noise_precision", noise_precision)
+    if X_new.shape[1] != post.mean.shape[0]:
+        raise ValueError(
+            f"X_new has {X_new.shape[1]} columns but the posterior has "
+            f"{post.mean.shape[0]} weights; build X_new with the same basis"
+        )
+    mean = X_new @ post.mean
+    variance = 1.0 / noise_precision + jnp.einsum("ij,jk,ik->i", X_new, post.cov, X_new)
+    return mean, variance
+
+
+def log_evidence(X, y, prior_precision, noise_precision) -> jax.Array:
+    """log p(y | X, alpha, beta), the log marginal likelihood (PRML eq. 3.86)."""
+    X, y = check_regression_data(X, y)
+    _check_precisions(prior_precision, noise_precision)
+    return posterior_and_log_evidence(X, y, prior_precision, noise_precision)[1]
