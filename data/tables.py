@@ -1,0 +1,214 @@
+"""Reading users' tables (CSV or parquet) with validation before any fitting.
+
+Every problem raises ``DataError`` whose message names the file, the column, the
+1-based data row (header excluded), the offending value and a fix
+(RELIABILITY.md, section b1-b3). pandas' silent behaviours are switched off or
+checked: an extra field in the first row must not become an index
+(``index_col=False``), duplicate headers must not be renamed ``a.1``, a wrong
+delimiter must not give one column named ``"a;b"``.
+"""
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DataError",
+    "read_table",
+    "require_columns",
+    "numeric_matrix",
+    "count_matrix",
+]
+
+
+class DataError(ValueError):
+    """Invalid input data (the command-line scripts exit with status 3)."""
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"input file not found: {path}; check the --data path")
+    if path.is_dir():
+        raise DataError(f"input path is a directory, not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"input file is not readable: {path}; check its permissions")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (0 bytes); pass a CSV with a header row")
+
+
+def _read_header(path: Path, sep: str) -> list[str]:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle, delimiter=sep), [])
+
+
+def _sniff_delimiter(path: Path) -> str:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        sample = handle.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _check_ragged(path: Path, sep: str, num_columns: int) -> None:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        next(reader, None)
+        for row_number, row in enumerate(reader, start=1):
+            if row and len(row) != num_columns:
+                raise DataError(
+                    f"{path}: data row {row_number} has {len(row)} fields but the "
+                    f"header has {num_columns}; fix the row or quote fields that "
+                    f"contain the delimiter {sep!r}"
+                )
+
+
+def read_table(path, *, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV (any delimiter among , ; tab |) or parquet file, validated.
+
+    Checks: the file exists, is readable and non-empty; it decodes as UTF-8; it
+    has data rows; no duplicate or blank column names; no ragged rows; more
+    than one column unless the file has a single column on purpose. Column
+    names are stripped of surrounding spaces and a byte-order mark.
+    """
+    path = Path(path)
+    _check_path(path)
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises several exception types
+            raise DataError(f"{path} is not a readable parquet file: {error}") from None
+        columns = [str(name) for name in frame.columns]
+    else:
+        try:
+            sep = sep or _sniff_delimiter(path)
+            columns = _read_header(path, sep)
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"cannot decode {path} as UTF-8 at byte {error.start}; re-save the "
+                f"file as UTF-8"
+            ) from None
+        _check_ragged(path, sep, len(columns))
+        try:
+            frame = pd.read_csv(
+                path, sep=sep, index_col=False, encoding="utf-8-sig",
+                skipinitialspace=True,
+            )
+        except pd.errors.ParserError as error:
+            raise DataError(f"{path} could not be parsed: {error}") from None
+    stripped = [name.strip().lstrip("\ufeff") for name in columns]
+    blanks = [i + 1 for i, name in enumerate(stripped) if not name]
+    if blanks:
+        raise DataError(f"{path}: column(s) {blanks} have no name; name every column")
+    seen = set()
+    for name in stripped:
+        if name in seen:
+            raise DataError(
+                f"{path}: column {name!r} appears twice; rename one of them"
+            )
+        seen.add(name)
+    frame.columns = stripped
+    if len(frame) == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    if len(stripped) == 1 and path.suffix.lower() not in {".parquet", ".pq"}:
+        for candidate in ";\t|,":
+            if candidate in stripped[0]:
+                raise DataError(
+                    f"{path}: only 1 column parsed, named {stripped[0]!r}; the "
+                    f"delimiter looks like {candidate!r}: pass --sep {candidate!r}"
+                )
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns, *, path, role: str = "column"):
+    """Raise DataError listing missing columns, the available ones and near matches."""
+    import difflib
+
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        hints = {
+            name: difflib.get_close_matches(name, list(frame.columns), n=1)
+            for name in missing
+        }
+        hint_text = ", ".join(
+            f"{name!r} -> did you mean {match[0]!r}?"
+            for name, match in hints.items()
+            if match
+        )
+        raise DataError(
+            f"{path}: {role}(s) {missing} not found; available columns: "
+            f"{list(frame.columns)}" + (f" ({hint_text})" if hint_text else "")
+        )
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def numeric_matrix(frame: pd.DataFrame, columns, *, path) -> np.ndarray:
+    """float64 (n, len(columns)) array; errors name column, 1-based row and value."""
+    require_columns(frame, columns, path=path)
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for j, name in enumerate(columns):
+        raw = frame[name]
+        if raw.dtype == bool:
+            values = raw.to_numpy(dtype=np.float64)
+        else:
+            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+            not_numeric = np.isnan(values) & raw.notna().to_numpy()
+            if not_numeric.any():
+                row = _first_bad(not_numeric)
+                value = raw.iloc[row]
+                hint = (
+                    "; remove the thousands separator"
+                    if isinstance(value, str) and "," in value
+                    else ""
+                )
+                raise DataError(
+                    f"{path}: column {name!r}, row {row + 1}: value {value!r} is "
+                    f"not a number{hint}"
+                )
+        missing = np.isnan(values)
+        if missing.any():
+            raise DataError(
+                f"{path}: column {name!r} has {int(missing.sum())} missing value(s), "
+                f"first at row {_first_bad(missing) + 1}; drop or impute those rows"
+            )
+        infinite = np.isinf(values)
+        if infinite.any():
+            row = _first_bad(infinite)
+            raise DataError(
+                f"{path}: column {name!r}, row {row + 1}: value {values[row]} is "
+                f"infinite; remove the row"
+            )
+        out[:, j] = values
+    return out
+
+
+def count_matrix(frame: pd.DataFrame, columns, *, path) -> np.ndarray:
+    """int64 (n, len(columns)) array of counts: finite, >= 0, whole numbers."""
+    values = numeric_matrix(frame, columns, path=path)
+    for j, name in enumerate(columns):
+        negative = values[:, j] < 0
+        if negative.any():
+            row = _first_bad(negative)
+            raise DataError(
+                f"{path}: column {name!r}, row {row + 1} has count {values[row, j]:g}; "
+                f"counts must be >= 0"
+            )
+        fractional = values[:, j] != np.round(values[:, j])
+        if fractional.any():
+            row = _first_bad(fractional)
+            raise DataError(
+                f"{path}: column {name!r}, row {row + 1} has count {values[row, j]:g}; "
+                f"counts must be whole numbers"
+            )
+        if np.any(values[:, j] > 2**53):
+            raise DataError(
+                f"{path}: column {name!r} has counts above 2**53, beyond exact "
+                f"float64 integers; rescale the counts"
+            )
+    return values.astype(np.int64)
