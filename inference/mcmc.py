@@ -66,7 +66,8 @@ def run_nuts(
     The InferenceData holds ``posterior`` (chain, draw, ...), ``sample_stats`` (with
     ``diverging``, ``tree_depth``, ``lp``...) and ``observed_data``.
     ``init_params`` (site -> constrained value) starts every chain there, e.g. at
-    the EM or MAP estimate; otherwise chains start uniformly in [-2, 2] in unconstrained space (NumPyro default).
+    the EM or MAP estimate; otherwise chains start uniformly in [-2, 2] in the
+    unconstrained space (NumPyro's default).
     """
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_warmup = check_int("num_warmup", num_warmup, minimum=0)

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from numpyro.infer import SVI, Trace_ELBO
-from numpyro.optim import Adam
 from numpyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 from numpyro.infer.initialization import init_to_uniform, init_to_value
+from numpyro.optim import Adam
 
 from data.validation import check_int, check_positive
 

@@ -65,7 +65,7 @@ class GaussianPosterior(NamedTuple):
 
 
 def polynomial_features(x, degree: int) -> jax.Array:
-    """Design matrix [1, x, x^2, ..., x^degree] of a 1-D input, shape (n, degree + 1)."""
+    """Design matrix [1, x, x^2, ..., x^degree] of a 1-D x, shape (n, degree + 1)."""
     if int(degree) != degree or degree < 0:
         raise ValueError(f"degree must be an integer >= 0, got {degree!r}")
     x = jnp.asarray(x)
@@ -75,7 +75,10 @@ def polynomial_features(x, degree: int) -> jax.Array:
 
 
 def gaussian_features(x, centers, width) -> jax.Array:
-    """Design matrix [1, exp(-(x - c_j)^2 / (2 width^2))_j], shape (n, len(centers) + 1)."""
+    """Design matrix [1, exp(-(x - c_j)^2 / (2 width^2))_j], shape (n, k + 1).
+
+    k = len(centers) Gaussian bumps of a common ``width``, after a bias column.
+    """
     x = jnp.asarray(x)
     centers = jnp.asarray(centers)
     if x.ndim != 1 or centers.ndim != 1:
@@ -104,11 +107,9 @@ def model(X, y=None, *, prior_precision=None, noise_precision=None):
         prior_precision = numpyro.sample("prior_precision", hyperprior)
     if noise_precision is None:
         noise_precision = numpyro.sample("noise_precision", hyperprior)
+    prior_scale = 1.0 / jnp.sqrt(prior_precision)
     w = numpyro.sample(
-        "w",
-        dist.Normal(jnp.zeros(num_predictors), 1.0 / jnp.sqrt(prior_precision)).to_event(
-            1
-        ),
+        "w", dist.Normal(jnp.zeros(num_predictors), prior_scale).to_event(1)
     )
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Normal(X @ w, 1.0 / jnp.sqrt(noise_precision)), obs=y)
@@ -134,8 +135,11 @@ def check_regression_data(X, y=None):
             f"X has more predictors ({num_predictors}) than rows ({num_rows}): the "
             f"posterior equals the prior along {num_predictors - num_rows} directions"
         )
-    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
-    zero = [int(j) for j in constant if np.all(X[:, j] == 0)]
+    # NumPy, not jnp: X may be a concrete jax.Array closed over by a function being
+    # jit-traced, where any jnp operation would return a tracer.
+    values = np.asarray(X)
+    constant = np.flatnonzero(np.ptp(values, axis=0) == 0)
+    zero = [int(j) for j in constant if not values[:, j].any()]
     if len(constant) > 1 or zero:
         warn(
             f"X has constant column(s) {constant.tolist()} (all-zero: {zero}); they "
@@ -205,11 +209,13 @@ def update_posterior(
 
 
 def predictive(post: GaussianPosterior, X_new, noise_precision):
-    """Posterior predictive N(x^T mean, 1/beta + x^T cov x) per row (PRML eq. 3.58-3.59).
+    """Posterior predictive N(x^T mean, 1/beta + x^T cov x) per row (PRML 3.58-3.59).
 
     Returns (mean, variance), each of shape (m,).
     """
-    X_new, _ = check_regression_data(X_new)
+    # Only shape, dtype and finiteness: the data warnings of check_regression_data
+    # concern fitting (a single new row would read as all-constant columns).
+    X_new = jnp.asarray(check_matrix("X_new", X_new))
     check_positive("noise_precision", noise_precision)
     if X_new.shape[1] != post.mean.shape[0]:
         raise ValueError(

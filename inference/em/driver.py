@@ -99,6 +99,10 @@ def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
         num_iters=jnp.asarray(0, jnp.int32),
         trace=jnp.full((max_iters,), jnp.nan, dtype),
     )
+    if max_iters == 0:
+        # Nothing to iterate, and the body cannot even be traced: JAX refuses to
+        # index the empty trace. max_iters is static, so this branch is free.
+        return init_params, start.num_iters, jnp.asarray(False), start.trace
     final = jax.lax.while_loop(keep_going, iterate, start)
     # delta is inf after the first iteration (objective minus -inf) and NaN once
     # the objective is non-finite, so `converged` needs two finite objectives.

@@ -1,0 +1,68 @@
+"""scripts/linear_regression.py runs end to end (NumPyro's test_examples pattern).
+
+The script runs in a subprocess, as a user would start it, with --fast so that it
+takes seconds; its own cross-checks must all pass (exit status 0).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "linear_regression.py"
+
+EXPECTED_FILES = [
+    "cross_check.csv",
+    "coefficients.csv",
+    "evidence_by_degree.csv",
+    "diagnostics.csv",
+    "params.json",
+    "predictive_band.png",
+    "evidence_by_degree.png",
+    "coefficients_sinusoid.png",
+    "coefficients_diabetes.png",
+    "nuts_trace_sinusoid.png",
+    "nuts_posterior_sinusoid.png",
+]
+
+
+@pytest.mark.slow
+def test_fast_run_passes_its_cross_checks_and_writes_its_files(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--fast", "--quiet", "--seed", "0",
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout == ""  # --quiet: no tables, no progress
+    folder = tmp_path / "linear_regression"
+    for name in EXPECTED_FILES:
+        path = folder / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    params = json.loads((folder / "params.json").read_text())
+    assert params["all_passed"] is True and params["fast"] is True
+    assert params["seeds"]["seed"] == 0
+    table = pd.read_csv(folder / "cross_check.csv")
+    assert table["pass"].all()
+    methods = set(zip(table["dataset"], table["method"], strict=True))
+    assert {("sinusoid", "closed form"), ("sinusoid", "EM-evidence"),
+            ("sinusoid", "MAP"), ("sinusoid", "VI (full-rank)"),
+            ("sinusoid", "NUTS (hierarchical)"), ("diabetes", "closed form"),
+            ("diabetes", "EM-evidence")} <= methods
+    evidence = pd.read_csv(folder / "evidence_by_degree.csv")
+    assert list(evidence["degree"]) == [0, 1, 2, 3]
+
+
+def test_bad_option_exits_with_usage_error(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--seed", "zero", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "--seed" in completed.stderr
