@@ -350,7 +350,8 @@ def fit_multinomial_mixture(args, frame, progress, partial, Outcome):
             segment_map(np.asarray(params.probs), mean_weights), mean_weights, out))
     methods = _methods(args.method)
     model_kwargs = {} if codes is None else {"groups": codes}
-    em_sites = {"weights": np.asarray(params.weights), "probs": np.asarray(params.probs)}
+    em_sites = {"weights": np.asarray(params.weights),
+                "probs": np.asarray(params.probs)}
     if codes is not None:
         em_sites = {"weights": mean_weights, "probs": np.asarray(params.probs),
                     "group_weights": np.asarray(params.weights)}

@@ -70,9 +70,11 @@ def call(capsys, *argv):
         ("a,a,y\n1,2,3\n4,5,6\n", "'a' appears twice"),
         ("a;b;y\n1;2;3\n", None),  # a semicolon file is read correctly
         ("a,b,y\n1,2,3\n4,5\n", "data row 2 has 2 fields"),
-        ("a,b,y\n1,2,3\n4,x,6\n7,8,9\n", "column 'b', row 2: value 'x' is not a number"),
+        ("a,b,y\n1,2,3\n4,x,6\n7,8,9\n",
+         "column 'b', row 2: value 'x' is not a number"),
         ("a,b,y\n1,2,3\n4,,6\n7,8,9\n", "column 'b' has 1 missing value"),
-        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n", "column 'b', row 2: value inf is infinite"),
+        ("a,b,y\n1,2,3\n4,inf,6\n7,8,9\n",
+         "column 'b', row 2: value inf is infinite"),
         ("a,b,z\n1,2,3\n4,5,6\n", "target column(s) ['y'] not found"),
     ],
 )
