@@ -1,18 +1,38 @@
 """EM fitters: the generic driver and one module per model.
 
-Public: ``EMResult``, ``ConvergenceWarning``, ``fit_linear_regression``.
+Public: ``EMResult``, ``ConvergenceWarning``, ``fit_linear_regression``,
+``fit_gaussian_mixture`` (with ``GMMPrior`` for MAP-EM),
+``fit_multinomial_mixture`` (with ``MultinomialMixturePrior`` for MAP-EM).
 """
 
 from inference.em.driver import ConvergenceWarning, EMResult, run_em
+from inference.em.gaussian_mixture import (
+    GMMPrior,
+    GMMRestarts,
+    fit_gaussian_mixture,
+    fit_gaussian_mixture_restarts,
+)
 from inference.em.linear_regression import (
     LinearRegressionParams,
     fit_linear_regression,
+)
+from inference.em.multinomial_mixture import fit_multinomial_mixture
+from models.multinomial_mixture import (
+    MultinomialMixtureParams,
+    MultinomialMixturePrior,
 )
 
 __all__ = [
     "ConvergenceWarning",
     "EMResult",
+    "GMMPrior",
+    "GMMRestarts",
     "LinearRegressionParams",
+    "MultinomialMixtureParams",
+    "MultinomialMixturePrior",
+    "fit_gaussian_mixture",
+    "fit_gaussian_mixture_restarts",
     "fit_linear_regression",
+    "fit_multinomial_mixture",
     "run_em",
 ]
