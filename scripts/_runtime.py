@@ -66,6 +66,10 @@ def atomic_write_bytes(path, payload: bytes) -> Path:
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
+            # mkstemp creates 0600 files; give the result the usual permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):
