@@ -16,11 +16,13 @@ import warnings
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.initialization import init_to_uniform, init_to_value
+from numpyro.infer.util import unconstrain_fn
 
 from data.validation import check_int
 
@@ -55,7 +57,7 @@ def run_nuts(
     num_chains: int = 4,
     num_warmup: int,
     num_samples: int,
-    init_params: dict | None = None,
+    init_params: dict | list | tuple | None = None,
     target_accept_prob: float = 0.8,
     dense_mass: bool = False,
     progress_bar: bool = False,
@@ -66,12 +68,29 @@ def run_nuts(
     The InferenceData holds ``posterior`` (chain, draw, ...), ``sample_stats`` (with
     ``diverging``, ``tree_depth``, ``lp``...) and ``observed_data``.
     ``init_params`` (site -> constrained value) starts every chain there, e.g. at
-    the EM or MAP estimate; otherwise chains start uniformly in [-2, 2] in the
-    unconstrained space (NumPyro's default).
+    the EM or MAP estimate; a list or tuple of such dicts, one per chain, starts
+    each chain at its own point (e.g. differently labelled EM solutions of a
+    mixture); otherwise chains start uniformly in [-2, 2] in the unconstrained
+    space (NumPyro's default).
     """
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_warmup = check_int("num_warmup", num_warmup, minimum=0)
     num_samples = check_int("num_samples", num_samples, minimum=1)
+    chain_starts = None
+    if isinstance(init_params, list | tuple):
+        if len(init_params) != num_chains:
+            raise ValueError(
+                f"init_params holds {len(init_params)} per-chain starts but "
+                f"num_chains={num_chains}; give one dict per chain or a single dict"
+            )
+        # MCMC.run takes per-chain starts in the unconstrained space of the sites.
+        unconstrained = [unconstrain_fn(model, args, kwargs, dict(start))
+                         for start in init_params]
+        # One chain takes an unbatched start, several a leading chain axis.
+        chain_starts = unconstrained[0] if num_chains == 1 else jax.tree_util.tree_map(
+            lambda *leaves: jnp.stack(leaves), *unconstrained
+        )
+        init_params = None
     init_strategy = (
         init_to_uniform()
         if init_params is None
@@ -95,6 +114,7 @@ def run_nuts(
         rng_key,
         *args,
         extra_fields=("diverging", "num_steps", "potential_energy"),
+        init_params=chain_starts,
         **kwargs,
     )
     return _to_inference_data(mcmc, model, args, kwargs)

@@ -224,8 +224,9 @@ def component_log_prob(params: GMMParams, x, covariance_type: str = "full"):
         eye = jnp.broadcast_to(jnp.eye(num_features, dtype=chol.dtype), chol.shape)
         inv_chol = solve_triangular(chol, eye, lower=True)
         half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
-        inv_chol = jnp.broadcast_to(inv_chol, params.covariances.shape)
         half_log_det = jnp.broadcast_to(half_log_det, params.weights.shape)
+    if covariance_type == "full":
+        inv_chol = jnp.broadcast_to(inv_chol, params.covariances.shape)
 
         def mahalanobis(args):
             # L^-1 (x - mu) as x L^-T - mu L^-T: one GEMM over all components, as
@@ -239,6 +240,18 @@ def component_log_prob(params: GMMParams, x, covariance_type: str = "full"):
         squared = map_components(
             mahalanobis, (means, inv_chol), num_rows * num_features, out_axis=1
         )
+    elif covariance_type == "tied":
+        # One factor for every component: whiten the data once (n d^2 flops, not
+        # n k d^2), then the same difference x L^-T - mu L^-T as for "full".
+        whitened = jnp.matmul(x, inv_chol[0].T, precision=_HIGHEST)
+        whitened_means = jnp.matmul(means, inv_chol[0].T, precision=_HIGHEST)
+
+        def mahalanobis(mean):
+            return jnp.sum((whitened[:, None, :] - mean) ** 2, axis=-1)
+
+        # Subtraction, square and sum fuse into one reduction: only its (n, b)
+        # output is stored, never the (n, b, d) differences.
+        squared = map_components(mahalanobis, whitened_means, num_rows, out_axis=1)
     else:
         variances = _variances(params, covariance_type)
         half_log_det = 0.5 * jnp.sum(jnp.log(variances), axis=-1)
@@ -247,8 +260,9 @@ def component_log_prob(params: GMMParams, x, covariance_type: str = "full"):
             mean, variance = args
             return jnp.sum((x[:, None, :] - mean) ** 2 / variance, axis=-1)
 
+        # One fused reduction, as for "tied": (n, b) elements per batch.
         squared = map_components(
-            mahalanobis, (means, variances), num_rows * num_features, out_axis=1
+            mahalanobis, (means, variances), num_rows, out_axis=1
         )
     return -0.5 * (num_features * math.log(2.0 * math.pi) + squared) - half_log_det
 
