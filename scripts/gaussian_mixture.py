@@ -1,0 +1,799 @@
+"""Gaussian mixture on Old Faithful, fitted four ways: EM, MAP, VI and NUTS.
+
+    python scripts/gaussian_mixture.py [--seed 0] [--out out] [--quiet] [--fast]
+                                       [--num-components 2]
+
+Model (``models/gaussian_mixture.py``): t_i ~ Categorical(weights),
+x_i | t_i = c ~ N(means_c, covariances_c), full covariances, with the assignments
+summed out; the Bayesian steps put the conjugate default prior on the parameters
+(Dirichlet(1) weights, normal / inverse-Wishart means and covariances, weak and
+data-dependent: ``default_prior``). Data: the 272 eruptions of the Old Faithful
+geyser (eruption length and waiting time, in minutes).
+
+Steps, each checked against an independent reference:
+
+1. EM with restarts (``inference.em.fit_gaussian_mixture``) against
+   scikit-learn's GaussianMixture: the same best log-likelihood with the same
+   number of restarts, and the same parameters after 20 iterations from the same
+   start; its log-likelihood trace never decreases.
+2. MAP-EM (EM with the prior's closed-form M-step) against NumPyro's AutoDelta
+   MAP (``fit_map``) on the same model and prior.
+3. NUTS (4 chains; two start at the EM estimate, two at the same estimate with
+   the component labels swapped, so the raw draws show label switching), then
+   ``relabel_samples`` against the EM fit: R-hat before and after, and the EM
+   estimate inside every 94% HDI.
+4. Mean-field VI (``fit_vi``, started at EM) against the NUTS means.
+5. BIC (``gmm_bic``) against scikit-learn's ``bic``; BIC, AIC and ICL for
+   K = 1..6 (``select_num_components``).
+
+Writes into ``<out>/gaussian_mixture/``: ``cross_check.csv``, ``selection.csv``,
+``diagnostics.csv``, ``params.json``, the relabelled posterior as ArviZ netCDF
+(``posterior.nc``) and PNG figures (data with component ellipses from EM and
+posterior draws, the log-likelihood traces of all restarts, snapshots of EM
+iterations, posterior marginals with the EM value marked, BIC/AIC/ICL against K,
+R-hat before and after relabelling).
+
+Exit status: 0 when every cross-check passes, 4 when one fails, 5 when the output
+folder cannot be written.
+"""
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpyro
+
+numpyro.set_host_device_count(4)
+numpyro.enable_x64()
+
+import arviz as az  # noqa: E402
+import jax  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import _runtime as rt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+from scipy.stats import chi2  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning  # noqa: E402
+from sklearn.mixture import GaussianMixture  # noqa: E402
+
+from data.datasets import load_old_faithful  # noqa: E402
+from data.validation import DataWarning  # noqa: E402
+from inference.align import relabel_samples  # noqa: E402
+from inference.em import (  # noqa: E402
+    ConvergenceWarning,
+    fit_gaussian_mixture,
+    fit_gaussian_mixture_restarts,
+)
+from inference.mcmc import SamplerWarning, diagnostics, run_nuts  # noqa: E402
+from inference.selection import gmm_bic, select_num_components  # noqa: E402
+from inference.svi import fit_map, fit_vi  # noqa: E402
+from models import gaussian_mixture as gm  # noqa: E402
+
+FEATURES = ("eruptions", "waiting")
+REG_COVAR = 1e-6  # scikit-learn's default floor, used by both sides
+# Tolerances (README, "Gaussian mixture"), each from its method's error source.
+SAME_START_RTOL = 1e-10  # float64 rounding through 20 contractive EM steps
+MAP_TOL_SD = 1e-3  # optimiser precision, in posterior sds (see check_map)
+VI_TOL_SD = 0.3  # mean-field bias + Monte Carlo error, in posterior sds
+RHAT_MAX = 1.01  # Vehtari et al. (2021); inference.mcmc.RHAT_THRESHOLD
+SWITCHING_RHAT = 1.1  # raw draws from relabelled starts must exceed this
+HDI_PROB = 0.94
+BIC_RTOL = 1e-10  # two float64 sums of 272 log-densities
+ELLIPSE_MASS = 0.95  # probability inside each drawn ellipse
+
+
+class Settings(NamedTuple):
+    """Run sizes; --fast shrinks them (the tolerances do not depend on them)."""
+
+    num_restarts: int
+    max_iters: int
+    em_tol: float
+    map_steps: int
+    vi_steps: int
+    vi_draws: int
+    num_warmup: int
+    num_samples: int
+    k_values: tuple
+    snapshot_iters: tuple
+    max_snapshot_iters: int
+    num_drawn_ellipses: int
+    optimisers: bool  # run AutoDelta MAP and VI
+
+
+# Run time is compilation, one program per method and shape (every K of the model
+# selection is one), not iterations or draws, so --fast skips programs rather than
+# shrinking them: no AutoDelta MAP or VI (tests/test_gmm_bayes.py checks both),
+# K = 1, 2 only, and a shorter NUTS warmup (the chains start at the mode). NUTS
+# keeps 400 draws per chain: with 300 (and 300 warmup) R-hat of the relabelled
+# draws measured 1.011, too noisy to hold 1.01; with 400-500 it measured <= 1.006.
+FULL = Settings(num_restarts=10, max_iters=1000, em_tol=1e-10, map_steps=2000,
+                vi_steps=1500, vi_draws=4000, num_warmup=500, num_samples=500,
+                k_values=(1, 2, 3, 4, 5, 6), snapshot_iters=(0, 1, 2, 5, 10, 20),
+                max_snapshot_iters=500, num_drawn_ellipses=20, optimisers=True)
+FAST = FULL._replace(k_values=(1, 2), optimisers=False, num_warmup=200,
+                     num_samples=400)
+
+
+def faithful_data() -> np.ndarray:
+    """Old Faithful as a (272, 2) float64 array (eruption length, waiting time)."""
+    return load_old_faithful()[list(FEATURES)].to_numpy(dtype=np.float64)
+
+
+def row(check, reference, statistic, tolerance, rule, passed, note=""):
+    return {"check": check, "reference": reference, "statistic": float(statistic),
+            "tolerance": float(tolerance), "rule": rule, "pass": bool(passed),
+            "note": note}
+
+
+def _max_relative_diff(ours: gm.GMMParams, theirs: gm.GMMParams) -> float:
+    """max over fields of max|ours - theirs| / max|theirs| (scale-free)."""
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))
+                     / np.max(np.abs(np.asarray(b))))
+               for a, b in zip(ours, theirs, strict=True))
+
+
+def _precisions(params: gm.GMMParams) -> np.ndarray:
+    return np.linalg.inv(np.asarray(params.covariances))
+
+
+# --- EM ---------------------------------------------------------------------------
+
+
+def fit_em(x, num_components, settings, rng_key):
+    """EM with restarts; returns (best EMResult, GMMRestarts with every restart)."""
+    options = {"num_restarts": settings.num_restarts, "max_iters": settings.max_iters,
+               "tol": settings.em_tol, "reg_covar": REG_COVAR, "rng_key": rng_key}
+    restarts = fit_gaussian_mixture_restarts(x, num_components, **options)
+    # Same shapes and static options: the compiled program is reused.
+    best = fit_gaussian_mixture(x, num_components, **options)
+    return best, restarts
+
+
+def poor_start(x, num_components, seed) -> gm.GMMParams:
+    """A deliberately naive start: random rows as means, the data covariance each."""
+    rows = np.random.default_rng(seed).choice(len(x), num_components, replace=False)
+    covariance = np.cov(x.T, bias=True)
+    return gm.GMMParams(np.full(num_components, 1.0 / num_components), x[rows].copy(),
+                        np.broadcast_to(covariance, (num_components,) + covariance.shape
+                                        ).copy())
+
+
+def em_path(x, start, settings):
+    """Parameters after each EM iteration from ``start`` until the stopping rule.
+
+    One-iteration fits chained through ``init`` (one compiled program for all);
+    the same iterations as a single fit, since the start of each is the end of the
+    previous one. Returns ([GMMParams after 0, 1, ... iterations], [objective]).
+    """
+    path, values = [start], []
+    params = start
+    with warnings.catch_warnings():
+        # max_iters=1 never "converges"; the loop below applies the stopping rule.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(settings.max_snapshot_iters):
+            step = fit_gaussian_mixture(x, start.weights.shape[0], init=params,
+                                        max_iters=1, tol=0.0, reg_covar=REG_COVAR)
+            # trace[0]: the objective at the parameters entering the iteration.
+            values.append(float(step.trace[0]))
+            params = gm.GMMParams(*(np.asarray(leaf) for leaf in step.params))
+            path.append(params)
+            # Run at least the iterations shown and compared with scikit-learn.
+            enough = len(values) > max(settings.snapshot_iters)
+            if enough and abs(values[-1] - values[-2]) < settings.em_tol:
+                break
+    values.append(float(step.log_likelihood))  # at the last parameters
+    return path, values
+
+
+def check_em(x, em, restarts, path, start, settings, seed):
+    """EM against scikit-learn (same start; same restarts) and its own trace."""
+    rows = []
+    num_components = em.params.weights.shape[0]
+    num_iters = settings.snapshot_iters[-1]
+    with warnings.catch_warnings():
+        # tol=0 runs max_iter iterations and then warns that it did not converge.
+        warnings.simplefilter("ignore", SklearnConvergenceWarning)
+        same_start = GaussianMixture(
+            num_components, covariance_type="full", tol=0.0, max_iter=num_iters,
+            weights_init=start.weights, means_init=start.means,
+            precisions_init=_precisions(start), reg_covar=REG_COVAR,
+        ).fit(x)
+    theirs = gm.GMMParams(same_start.weights_, same_start.means_,
+                          same_start.covariances_)
+    diff = _max_relative_diff(path[num_iters], theirs)
+    # The same float64 arithmetic up to operation order (~1e-16 relative per
+    # step), damped by the contracting EM map; 1e-10 leaves room for BLAS.
+    rows.append(row("EM, same start and iterations", f"sklearn GaussianMixture "
+                    f"(max_iter={num_iters}, tol=0)", diff, SAME_START_RTOL,
+                    "max relative param diff <= tol", diff <= SAME_START_RTOL))
+
+    best_sklearn = GaussianMixture(
+        num_components, covariance_type="full", n_init=settings.num_restarts,
+        tol=settings.em_tol, max_iter=settings.max_iters, reg_covar=REG_COVAR,
+        random_state=seed,
+    ).fit(x)
+    ours = float(em.log_likelihood)  # mean log-likelihood at the returned params
+    theirs_ll = float(best_sklearn.score(x))
+    # Both stop once the mean log-likelihood moves by < em_tol; EM converges
+    # linearly, so with a contraction rate below 0.99 each is within 100 em_tol
+    # of its local maximum.
+    ll_tol = 100 * settings.em_tol
+    rows.append(row("EM, best of restarts: mean log-lik", f"sklearn best of "
+                    f"n_init={settings.num_restarts} ({theirs_ll:.10f})",
+                    theirs_ll - ours, ll_tol, "sklearn - ours <= tol",
+                    theirs_ll - ours <= ll_tol,
+                    f"ours {ours:.10f}; {int(em.num_iters)} iterations"))
+
+    trace = np.asarray(em.trace[: int(em.num_iters)])
+    drops = max(0.0, -float(np.min(np.diff(trace), initial=0.0)))
+    # Float rounding of a mean of n log-densities: a few ulp of its size.
+    monotone_tol = 64 * np.finfo(float).eps * np.max(np.abs(trace))
+    rows.append(row("EM trace never decreases", "EM theory (Jensen)", drops,
+                    monotone_tol, "largest drop <= tol", drops <= monotone_tol,
+                    f"{int(restarts.failed.sum())} failed restarts"))
+    return rows, best_sklearn
+
+
+# --- MAP --------------------------------------------------------------------------
+
+
+def fit_map_em(x, em, prior, settings):
+    """MAP-EM with the default prior from the EM fit (same labelling).
+
+    reg_covar=0 puts it exactly on the posterior mode (the prior's scale keeps
+    the covariances regular); tol 1e-13 on the mean log posterior leaves the
+    parameters ~1e-6 relative from the mode (linear convergence).
+    """
+    return fit_gaussian_mixture(x, em.params.weights.shape[0], init=em.params,
+                                prior=prior, reg_covar=0.0, tol=1e-13,
+                                max_iters=5000)
+
+
+def run_map(x, map_em, prior, settings, rng_key):
+    """AutoDelta MAP (``fit_map``) of the same model and prior, started at MAP-EM."""
+    return fit_map(gm.model, x, map_em.params.weights.shape[0], rng_key=rng_key,
+                   num_steps=settings.map_steps, learning_rate=1e-2,
+                   final_lr_ratio=1e-3, init_params=gm.to_sites(map_em.params),
+                   prior=prior)
+
+
+def check_map(map_em, map_fit, posterior_sd):
+    """Largest |AutoDelta - MAP-EM| in units of the posterior sd.
+
+    Adam's step at the end of its schedule is lr * final_lr_ratio = 1e-5 in the
+    unconstrained coordinates, so it settles within ~1e-6 of the mode (measured
+    ~1e-7 sd). A real disagreement, e.g. a mode of the density with the Jacobian
+    of the transforms, lies O(1/sqrt(n)) ~ 0.06 sd away: 1e-3 sd separates them.
+    """
+    sites = gm.to_sites(map_em.params)
+    diff = max(float(np.max(np.abs(np.asarray(map_fit.params[name])
+                                   - np.asarray(value)) / posterior_sd[name]))
+               for name, value in sites.items())
+    return row("MAP-EM vs AutoDelta MAP", "fit_map on models.gaussian_mixture.model,"
+               " same prior", diff, MAP_TOL_SD, "max |diff| / posterior sd <= tol",
+               diff <= MAP_TOL_SD, f"MAP-EM {int(map_em.num_iters)} iterations, "
+               f"converged={bool(map_em.converged)}")
+
+
+# --- NUTS and VI ------------------------------------------------------------------
+
+
+def label_permutations(num_components):
+    """Chain starts: identity, reversed, identity, reversed component order."""
+    identity = np.arange(num_components)
+    return [identity, identity[::-1], identity, identity[::-1]]
+
+
+def run_posterior(x, em, prior, settings, rng_key):
+    """NUTS from differently labelled EM starts; raw and relabelled draws."""
+    sites = gm.to_sites(em.params)
+    starts = [{name: np.asarray(value)[order] for name, value in sites.items()}
+              for order in label_permutations(em.params.weights.shape[0])]
+    raw = run_nuts(gm.model, x, em.params.weights.shape[0], rng_key=rng_key,
+                   num_chains=len(starts), num_warmup=settings.num_warmup,
+                   num_samples=settings.num_samples, init_params=starts, prior=prior)
+    relabelled, _ = relabel_samples(raw, em.params)
+    return raw, relabelled
+
+
+def run_vi(x, em, prior, settings, rng_key):
+    """Mean-field VI from the EM estimate; returns the fit and guide draws."""
+    key_fit, key_draws = jax.random.split(rng_key)
+    fit = fit_vi(gm.model, x, em.params.weights.shape[0], rng_key=key_fit,
+                 guide="normal", num_steps=settings.vi_steps, num_particles=1,
+                 init_params=gm.to_sites(em.params), prior=prior)
+    draws = fit.guide.sample_posterior(key_draws, fit.guide_params,
+                                       sample_shape=(settings.vi_draws,))
+    return fit, {name: np.asarray(value) for name, value in draws.items()}
+
+
+def _rhat_by_site(idata, names):
+    rhat = az.rhat(idata)
+    return {name: np.asarray(rhat[name]) for name in names}
+
+
+def check_posterior(em, raw, relabelled, vi_draws):
+    """R-hat before/after relabelling, EM inside the HDIs, VI means vs NUTS."""
+    sites = gm.to_sites(em.params)
+    names = list(sites)
+    raw_rhat = _rhat_by_site(raw, names)
+    fixed_rhat = _rhat_by_site(relabelled, names)
+    raw_max = max(float(np.max(value)) for value in raw_rhat.values())
+    fixed_max = max(float(np.max(value)) for value in fixed_rhat.values())
+    divergences = int(np.asarray(raw.sample_stats["diverging"]).sum())
+    rows = [
+        row("NUTS raw draws: label switching", "chains started in swapped labellings",
+            raw_max, SWITCHING_RHAT, "max r_hat >= tol", raw_max >= SWITCHING_RHAT,
+            "switching shown: label-dependent sites cannot mix across chains"),
+        row("NUTS relabelled draws: r_hat", "relabel_samples against the EM fit",
+            fixed_max, RHAT_MAX, "max r_hat <= tol", fixed_max <= RHAT_MAX,
+            f"{divergences} divergences"),
+    ]
+    hdi = az.hdi(relabelled, hdi_prob=HDI_PROB)
+    outside = []
+    for name, value in sites.items():
+        bounds = np.asarray(hdi[name])
+        value = np.asarray(value)
+        inside = (bounds[..., 0] <= value) & (value <= bounds[..., 1])
+        outside += [f"{name}{list(index)}" for index in np.argwhere(~inside)]
+    count = sum(np.size(value) for value in sites.values())
+    # The ML estimate of a near-Gaussian posterior (n = 272, weak prior) sits
+    # within ~0.1 sd of the posterior centre, far inside a +-1.9 sd interval.
+    rows.append(row("EM inside NUTS 94% HDI", f"relabelled NUTS draws ({count} "
+                    "parameter elements)", len(outside), 0, "elements outside <= tol",
+                    not outside, ", ".join(outside) or "all inside"))
+    if vi_draws is None:  # --fast: no VI
+        return rows, raw_rhat, fixed_rhat
+    posterior = relabelled.posterior
+    worst, where = 0.0, ""
+    for name in names:
+        nuts_mean = posterior[name].mean(("chain", "draw")).values
+        nuts_sd = posterior[name].std(("chain", "draw")).values
+        shift = np.abs(vi_draws[name].mean(axis=0) - nuts_mean) / nuts_sd
+        if float(np.max(shift)) > worst:
+            worst, where = float(np.max(shift)), name
+    # Monte Carlo error of both means is ~0.02 sd (ESS > 1000, 4000 VI draws);
+    # mean-field VI in unconstrained space shifts means by a fraction of the
+    # posterior sd (tests/test_gmm_bayes.py measured <= 0.13 sd); a guide or
+    # model error shows as shifts of several sds.
+    rows.append(row("VI means vs NUTS means", "relabelled NUTS means",
+                    worst, VI_TOL_SD, "max |diff| / posterior sd <= tol",
+                    worst <= VI_TOL_SD, f"largest at {where}"))
+    return rows, raw_rhat, fixed_rhat
+
+
+def check_bic(x, em):
+    """gmm_bic against scikit-learn's bic evaluated at the same parameters."""
+    num_components = em.params.weights.shape[0]
+    reference = GaussianMixture(num_components, covariance_type="full")
+    covariances = np.asarray(em.params.covariances)
+    # scikit-learn reads only these attributes in bic(); set them from our fit.
+    reference.weights_ = np.asarray(em.params.weights)
+    reference.means_ = np.asarray(em.params.means)
+    reference.covariances_ = covariances
+    reference.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(covariances))
+    reference.precisions_ = np.linalg.inv(covariances)
+    ours, theirs = float(gmm_bic(em.params, x)), float(reference.bic(x))
+    diff = abs(ours - theirs) / abs(theirs)
+    return row("BIC", f"sklearn GaussianMixture.bic ({theirs:.6f})", diff, BIC_RTOL,
+               "relative diff <= tol", diff <= BIC_RTOL, f"ours {ours:.6f}")
+
+
+# --- figures ----------------------------------------------------------------------
+
+
+def _ellipse(ax, mean, covariance, **style):
+    """The ELLIPSE_MASS probability contour of N(mean, covariance)."""
+    values, vectors = np.linalg.eigh(covariance)
+    radius = np.sqrt(chi2.ppf(ELLIPSE_MASS, 2))
+    angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+    ax.add_patch(Ellipse(mean, 2 * radius * np.sqrt(values[-1]),
+                         2 * radius * np.sqrt(values[0]), angle=angle, fill=False,
+                         **style))
+
+
+def plot_data_ellipses(x, em, relabelled, settings, seed):
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.scatter(x[:, 0], x[:, 1], s=8, color="0.5", alpha=0.7, label="data")
+    posterior = relabelled.posterior
+    num_chains, num_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(num_chains * num_draws, settings.num_drawn_ellipses,
+                       replace=False)
+    means = posterior["means"].values.reshape((-1,) + em.params.means.shape)
+    covs = posterior["covariances"].values.reshape(
+        (-1,) + em.params.covariances.shape)
+    for pick in picks:
+        for c in range(em.params.weights.shape[0]):
+            _ellipse(ax, means[pick, c], covs[pick, c], color=f"C{c}", lw=0.5,
+                     alpha=0.5)
+    for c in range(em.params.weights.shape[0]):
+        _ellipse(ax, np.asarray(em.params.means[c]),
+                 np.asarray(em.params.covariances[c]), color=f"C{c}", lw=2.5,
+                 label=f"EM component {c} (weight {float(em.params.weights[c]):.2f})")
+    ax.set_xlabel("eruption length (min)")
+    ax.set_ylabel("waiting time (min)")
+    ax.set_title(f"Old Faithful: {ELLIPSE_MASS:.0%} ellipses, EM (thick) and "
+                 f"{settings.num_drawn_ellipses} NUTS draws (thin)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.autoscale_view()
+    return fig
+
+
+def plot_traces(restarts, path_values, sklearn_ll):
+    """Objective against completed iterations: k-means++ restarts, naive start."""
+    results = restarts.results
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in range(len(restarts.failed)):
+        # trace[t] is the objective at the parameters after t iterations.
+        count = int(results.num_iters[r])
+        style = ({"color": "C3", "lw": 2.0, "label": "best k-means++ restart",
+                  "zorder": 3}
+                 if r == restarts.best_index else {"color": "0.6", "lw": 0.8})
+        ax.plot(np.arange(count), np.asarray(results.trace[r, :count]), marker=".",
+                **style)
+    ax.plot(np.arange(len(path_values)), path_values, color="C0", marker=".",
+            label="naive start (snapshot figure)")
+    ax.axhline(sklearn_ll, color="k", ls="--", lw=0.8,
+               label="sklearn best of restarts")
+    ax.set_xlabel("EM iterations completed")
+    ax.set_ylabel("mean log-likelihood per row")
+    ax.set_title(f"EM log-likelihood: {len(restarts.failed)} k-means++ restarts "
+                 "and a naive start")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_snapshots(x, path, values, settings):
+    shown = [t for t in settings.snapshot_iters if t < len(path) - 1]
+    shown.append(len(path) - 1)
+    fig, axes = plt.subplots(2, (len(shown) + 1) // 2, figsize=(12, 7), sharex=True,
+                             sharey=True)
+    responsibilities = jax.jit(gm.responsibilities)  # one compile for all panels
+    for ax, t in zip(axes.ravel(), shown, strict=False):
+        params = path[t]
+        resp = np.asarray(responsibilities(params, x))
+        ax.scatter(x[:, 0], x[:, 1], s=6, c=resp[:, 0], cmap="coolwarm",
+                   vmin=0, vmax=1)
+        for c in range(params.weights.shape[0]):
+            _ellipse(ax, params.means[c], params.covariances[c], color=f"C{c}", lw=2)
+            ax.plot(*params.means[c], "x", color=f"C{c}", ms=9, mew=2)
+        label = "start" if t == 0 else f"after {t} iteration{'s' * (t > 1)}"
+        if t == len(path) - 1 and t > 0:
+            label = f"converged after {t}"
+        ax.set_title(f"{label}: log-lik {values[t]:.4f}", fontsize=9)
+        ax.autoscale_view()
+    for ax in axes.ravel()[len(shown):]:
+        ax.set_visible(False)
+    fig.supxlabel("eruption length (min)")
+    fig.supylabel("waiting time (min)")
+    fig.suptitle("EM from a naive start (colour: responsibility of component 0)")
+    return fig
+
+
+def plot_marginals(relabelled, em):
+    sites = gm.to_sites(em.params)
+    posterior = relabelled.posterior
+    ref_val = {}
+    for name, value in sites.items():
+        dims = [dim for dim in posterior[name].dims if dim not in ("chain", "draw")]
+        value = np.asarray(value)
+        ref_val[name] = [dict(zip(dims, map(int, index), strict=True),
+                              ref_val=float(value[index]))
+                         for index in np.ndindex(value.shape)]
+    axes = az.plot_posterior(relabelled, var_names=list(sites), ref_val=ref_val,
+                             hdi_prob=HDI_PROB, textsize=7, figsize=(14, 14))
+    fig = np.ravel(axes)[0].figure
+    fig.suptitle("NUTS posterior (relabelled); orange: EM estimate, with the "
+                 "posterior mass below and above it")
+    return fig
+
+
+def plot_selection(table):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in (("bic", "o"), ("aic", "s"), ("icl", "^")):
+        ax.plot(table["num_components"], table[name], marker=marker,
+                label=name.upper())
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("criterion (lower is better)")
+    ax.set_title("Old Faithful: information criteria against K (EM, restarts)")
+    ax.legend()
+    return fig
+
+
+def rhat_frame(raw_rhat, fixed_rhat):
+    records = []
+    for name, values in raw_rhat.items():
+        for index in np.ndindex(values.shape):
+            records.append({"parameter": f"{name}{list(index)}",
+                            "raw": float(values[index]),
+                            "relabelled": float(fixed_rhat[name][index])})
+    return pd.DataFrame(records)
+
+
+def plot_rhat(frame):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    positions = np.arange(len(frame))
+    ax.bar(positions - 0.2, frame["raw"], width=0.4, label="raw draws")
+    ax.bar(positions + 0.2, frame["relabelled"], width=0.4, label="relabelled")
+    ax.axhline(RHAT_MAX, color="k", ls="--", lw=0.8, label=f"R-hat = {RHAT_MAX}")
+    ax.set_xticks(positions, frame["parameter"], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_ylim(bottom=0.95)
+    ax.set_ylabel("rank-normalised split R-hat")
+    ax.set_title("R-hat before and after relabelling against the EM fit")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+# --- main -------------------------------------------------------------------------
+
+OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
+
+
+class _Timer:
+    """Context manager: announce a step, then store its duration in ``timings``."""
+
+    def __init__(self, timings, label, progress):
+        self.timings, self.label, self.progress = timings, label, progress
+
+    def __enter__(self):
+        self.progress(self.label + " ...")
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.label] = time.perf_counter() - self.start
+        self.progress(f"{self.label}: {self.timings[self.label]:.1f}s")
+
+
+def run_all(x, num_components, settings, seed, progress, timings):
+    """Every fit and cross-check; returns (rows, results dict)."""
+    keys = dict(zip(("em", "select", "map", "vi", "nuts"),
+                    jax.random.split(jax.random.key(seed), 5), strict=True))
+    prior = gm.default_prior(x, num_components)
+    res = {"prior": prior}
+
+    def timed(label):
+        return _Timer(timings, label, progress)
+
+    with timed("EM with restarts"):
+        res["em"], res["restarts"] = fit_em(x, num_components, settings, keys["em"])
+    with timed("EM path from a naive start"):
+        res["start"] = poor_start(x, num_components, seed)
+        res["path"], res["path_values"] = em_path(x, res["start"], settings)
+    with timed("scikit-learn cross-check"):
+        rows, res["sklearn"] = check_em(x, res["em"], res["restarts"], res["path"],
+                                        res["start"], settings, seed)
+        rows.append(check_bic(x, res["em"]))
+    with timed("MAP-EM"):
+        res["map_em"] = fit_map_em(x, res["em"], prior, settings)
+    if settings.optimisers:
+        with timed("AutoDelta MAP"):
+            res["map"] = run_map(x, res["map_em"], prior, settings, keys["map"])
+    with timed("NUTS"):
+        res["raw"], res["relabelled"] = run_posterior(x, res["em"], prior, settings,
+                                                      keys["nuts"])
+        res["diagnostics"] = diagnostics(res["relabelled"])
+    if settings.optimisers:
+        with timed("VI"):
+            res["vi"], res["vi_draws"] = run_vi(x, res["em"], prior, settings,
+                                                keys["vi"])
+        posterior = res["relabelled"].posterior
+        posterior_sd = {name: posterior[name].std(("chain", "draw")).values
+                        for name in gm.to_sites(res["em"].params)}
+        rows.append(check_map(res["map_em"], res["map"], posterior_sd))
+    posterior_rows, res["raw_rhat"], res["fixed_rhat"] = check_posterior(
+        res["em"], res["raw"], res["relabelled"], res.get("vi_draws"))
+    rows.extend(posterior_rows)
+    with timed(f"model selection, K = {list(settings.k_values)}"):
+        # The same restarts, tolerance and max_iters as the main fit, so that its
+        # K reuses the compiled program.
+        res["selection"] = select_num_components(
+            x, settings.k_values, criterion="bic", num_restarts=settings.num_restarts,
+            rng_key=keys["select"], tol=settings.em_tol, max_iters=settings.max_iters,
+            reg_covar=REG_COVAR)
+    return rows, res
+
+
+def collect_warnings(fn, messages):
+    """Run ``fn()`` recording our warnings as text; pass the others on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OUR_WARNINGS)
+        result = fn()
+    for item in caught:
+        if issubclass(item.category, OUR_WARNINGS):
+            text = f"{item.category.__name__}: {item.message}"
+            if text not in messages:
+                messages.append(text)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename,
+                                   item.lineno)
+    return result
+
+
+def write_figures(out, x, res, settings, seed, rhat_table, messages):
+    figures = []
+
+    def save(make, filename, caption):
+        try:
+            fig = make()
+        except Exception as error:  # a plot must never cost the user the results
+            messages.append(f"could not draw {filename}: {error}")
+            return
+        path = rt.save_figure(fig, out / filename, messages)
+        if path is not None:
+            figures.append((str(path), caption))
+
+    save(lambda: plot_data_ellipses(x, res["em"], res["relabelled"], settings, seed),
+         "data_ellipses.png", "Old Faithful with 95% ellipses of the EM components "
+         "(thick) and of posterior draws (thin)")
+    save(lambda: plot_traces(res["restarts"], res["path_values"],
+                             float(res["sklearn"].score(x))),
+         "log_likelihood_trace.png", "EM log-likelihood per iteration, every restart")
+    save(lambda: plot_snapshots(x, res["path"], res["path_values"], settings),
+         "em_snapshots.png", "EM iterations from a naive start")
+    save(lambda: plot_marginals(res["relabelled"], res["em"]),
+         "posterior_marginals.png", "Posterior marginals (NUTS, relabelled) with "
+         "the EM estimate marked")
+    save(lambda: plot_selection(res["selection"].table), "model_selection.png",
+         "BIC, AIC and ICL against the number of components")
+    save(lambda: plot_rhat(rhat_table), "rhat_relabelling.png",
+         "R-hat of every parameter before and after relabelling")
+    return figures
+
+
+def _params_dict(params):
+    return {field: np.asarray(value) for field, value in params._asdict().items()}
+
+
+def summarise(cross, res):
+    failed = cross.loc[~cross["pass"], "check"].tolist()
+    verdict = "" if not failed else ": FAILED " + "; ".join(failed)
+    em = res["em"]
+    order = np.argsort(np.asarray(em.params.means[:, 0]))
+    weights, means = np.asarray(em.params.weights), np.asarray(em.params.means)
+    described = "; ".join(f"weight {weights[c]:.3f} at ({means[c, 0]:.2f} min, "
+                          f"{means[c, 1]:.1f} min)" for c in order)
+    selection = res["selection"]
+    best_aic = int(selection.table["num_components"].iloc[
+        int(np.argmin(selection.table["aic"]))])
+    best_icl = int(selection.table["num_components"].iloc[
+        int(np.argmin(selection.table["icl"]))])
+    return (
+        f"{int(cross['pass'].sum())} of {len(cross)} cross-checks passed{verdict}. "
+        f"EM (best of {len(res['restarts'].failed)} restarts): mean log-likelihood "
+        f"{float(em.log_likelihood):.6f}; components {described}. BIC picks K = "
+        f"{selection.best_num_components}, AIC K = {best_aic}, ICL K = {best_icl}."
+    )
+
+
+def main(args) -> dict:
+    """Run every fit and cross-check, write tables and figures, return a dict.
+
+    Keys: ``summary``, ``warnings``, ``tables`` [(caption, DataFrame)],
+    ``figures`` [(path, caption)], ``timings`` {step: seconds}, ``rows`` (the
+    cross-check table as records), ``params``, ``selection``, ``diagnostics``,
+    ``seeds``, ``files``, ``all_passed``.
+    """
+    started = time.perf_counter()
+    settings = FAST if args.fast else FULL
+    num_components = getattr(args, "num_components", 2)
+    out = rt.prepare_output_dir(Path(args.out) / "gaussian_mixture", overwrite=True)
+    progress = rt.Progress(quiet=args.quiet)
+    timings, messages = {}, []
+    x = faithful_data()
+    rows, res = collect_warnings(
+        lambda: run_all(x, num_components, settings, args.seed, progress, timings),
+        messages)
+    cross = pd.DataFrame.from_records(rows)
+    rhat_table = rhat_frame(res["raw_rhat"], res["fixed_rhat"])
+    with _Timer(timings, "figures", progress):
+        figures = write_figures(out, x, res, settings, args.seed, rhat_table,
+                                messages)
+
+    selection = res["selection"].table
+    diag = res["diagnostics"]
+    files = {}
+    for label, frame, index in [("cross_check", cross, False),
+                                ("selection", selection, False),
+                                ("diagnostics", diag, True),
+                                ("rhat_relabelling", rhat_table, False)]:
+        files[label] = str(rt.atomic_write_text(out / f"{label}.csv",
+                                                frame.to_csv(index=index)))
+    path = out / "posterior.nc"
+    try:
+        res["relabelled"].to_netcdf(str(path))
+        files["posterior"] = str(path)
+    except Exception as error:  # optional output; the CSVs hold the numbers
+        messages.append(f"could not write {path}: {error}")
+
+    em, map_em = res["em"], res["map_em"]
+    params = {
+        "em": {**_params_dict(em.params), "mean_log_likelihood":
+               float(em.log_likelihood), "num_iters": int(em.num_iters),
+               "converged": bool(em.converged), "trace":
+               np.asarray(em.trace[: int(em.num_iters)])},
+        "map_em": {**_params_dict(map_em.params), "mean_log_posterior":
+                   float(map_em.log_likelihood), "num_iters": int(map_em.num_iters)},
+        "autodelta_map": {name: np.asarray(value) for name, value
+                          in (res["map"].params if "map" in res else {}).items()},
+        "vi_means": {name: value.mean(axis=0)
+                     for name, value in res.get("vi_draws", {}).items()},
+        "nuts_means": {name: res["relabelled"].posterior[name]
+                       .mean(("chain", "draw")).values
+                       for name in gm.to_sites(em.params)},
+        "sklearn": {"weights": res["sklearn"].weights_,
+                    "means": res["sklearn"].means_,
+                    "covariances": res["sklearn"].covariances_,
+                    "mean_log_likelihood": float(res["sklearn"].score(x))},
+        "prior": res["prior"]._asdict(),
+        "features": list(FEATURES),
+    }
+    seeds = {"seed": args.seed, "rng_key": f"jax.random.key({args.seed}), split "
+             "into em, select, map, vi, nuts", "naive_start":
+             f"numpy default_rng({args.seed})", "sklearn": f"random_state={args.seed}"}
+    all_passed = bool(cross["pass"].all())
+    summary = summarise(cross, res)
+    timings["total"] = time.perf_counter() - started
+    diagnostics_records = diag.reset_index(names="parameter").to_dict(orient="records")
+    files["params"] = str(rt.write_json(out / "params.json", {
+        "summary": summary, "all_passed": all_passed, "fast": bool(args.fast),
+        "num_components": num_components, "settings": settings._asdict(),
+        "seeds": seeds, "cross_check": rows, "params": params,
+        "selection": selection.to_dict(orient="records"),
+        "diagnostics": diagnostics_records, "timings": timings,
+        "figures": [path for path, _ in figures], "warnings": messages,
+    }))
+
+    tables = [("Cross-check (tolerance and rule per row)", cross),
+              ("Model selection: BIC, AIC, ICL against K", selection),
+              ("NUTS diagnostics after relabelling", diag),
+              ("R-hat before and after relabelling", rhat_table)]
+    if not args.quiet:
+        with pd.option_context("display.width", 200, "display.max_columns", 20,
+                               "display.max_colwidth", 60,
+                               "display.float_format", "{:.4g}".format):
+            print("\n== cross-check ==")
+            print(cross.drop(columns=["note"]).to_string(index=False))
+            print("\n== model selection ==")
+            print(selection.to_string(index=False))
+            print("\n" + summary)
+    return {"summary": summary, "warnings": messages, "tables": tables,
+            "figures": figures, "timings": timings, "rows": rows, "params": params,
+            "selection": selection.to_dict(orient="records"),
+            "diagnostics": diagnostics_records, "seeds": seeds, "files": files,
+            "all_passed": all_passed}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="data and sampler seed")
+    parser.add_argument("--out", default="out", help="output folder (default: out)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress messages or tables")
+    parser.add_argument("--fast", action="store_true",
+                        help="reduced sizes (seconds, for tests)")
+    parser.add_argument("--num-components", type=int, default=2,
+                        help="K of the fitted mixture (default: 2)")
+    args = parser.parse_args(argv)
+    if args.num_components < 1:
+        parser.error(f"--num-components must be >= 1, got {args.num_components}")
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    try:
+        result = main(arguments)
+    except rt.OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(rt.EXIT_OUTPUT)
+    sys.exit(rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC)
