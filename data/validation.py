@@ -131,7 +131,8 @@ def check_nonnegative(name: str, value):
     if is_traced(value):
         return value
     array = np.asarray(value)
-    if array.dtype == object or not np.all(np.isfinite(array)) or not np.all(array >= 0):
+    valid = array.dtype != object and np.all(np.isfinite(array)) and np.all(array >= 0)
+    if not valid:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
 
