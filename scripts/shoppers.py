@@ -45,9 +45,9 @@ reference tutorial's, which come from a different data release), ``params.json``
 weights), ``cross_check.csv``, ``diagnostics.csv``, the relabelled NUTS posterior
 as ArviZ netCDF (``posterior.nc``) and PNG figures.
 
-Run time (2-core CPU shared with other work): about 2.5 minutes by default, two
-thirds of it the K sweep; ``--fast`` (300 households, K in 2..4 plus 30, no VI)
-about 35 seconds.
+Run time on 2 CPU cores: 2 minutes by default on an idle machine (about 2.5 when
+shared), two thirds of it the K sweep; ``--fast`` (300 households, K in 2..4 plus
+30, no VI) about 35 seconds.
 
 Exit status: 0 when every cross-check passes, 3 when the data cannot be loaded,
 4 when a check fails, 5 when the output folder cannot be written.
