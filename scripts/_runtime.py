@@ -162,6 +162,21 @@ def interrupt_as_keyboard_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+class StepTimer:
+    """Context manager: announce a step, then store its duration in ``timings``."""
+
+    def __init__(self, timings: dict, label: str, progress):
+        self.timings, self.label, self.progress = timings, label, progress
+
+    def __enter__(self):
+        self.progress(self.label + " ...")
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.label] = time.perf_counter() - self.start
+        self.progress(f"{self.label}: {self.timings[self.label]:.1f}s")
+
+
 class Progress:
     """One-line progress messages on stderr for steps longer than a few seconds."""
 

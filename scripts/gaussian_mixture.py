@@ -539,21 +539,6 @@ def plot_rhat(frame):
 OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
 
 
-class _Timer:
-    """Context manager: announce a step, then store its duration in ``timings``."""
-
-    def __init__(self, timings, label, progress):
-        self.timings, self.label, self.progress = timings, label, progress
-
-    def __enter__(self):
-        self.progress(self.label + " ...")
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.label] = time.perf_counter() - self.start
-        self.progress(f"{self.label}: {self.timings[self.label]:.1f}s")
-
-
 def run_all(x, num_components, settings, seed, progress, timings):
     """Every fit and cross-check; returns (rows, results dict)."""
     keys = dict(zip(("em", "select", "map", "vi", "nuts"),
@@ -562,7 +547,7 @@ def run_all(x, num_components, settings, seed, progress, timings):
     res = {"prior": prior}
 
     def timed(label):
-        return _Timer(timings, label, progress)
+        return rt.StepTimer(timings, label, progress)
 
     with timed("EM with restarts"):
         res["em"], res["restarts"] = fit_em(x, num_components, settings, keys["em"])
@@ -695,7 +680,7 @@ def main(args) -> dict:
         messages)
     cross = pd.DataFrame.from_records(rows)
     rhat_table = rhat_frame(res["raw_rhat"], res["fixed_rhat"])
-    with _Timer(timings, "figures", progress):
+    with rt.StepTimer(timings, "figures", progress):
         figures = write_figures(out, x, res, settings, args.seed, rhat_table,
                                 messages)
 

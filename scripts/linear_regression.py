@@ -362,8 +362,8 @@ def check_nuts_hierarchical(problem, rng_key, progress, timings):
     """NUTS with both precisions sampled vs 2-D quadrature of the exact marginal."""
     idata = _nuts(problem, rng_key)
     table = diagnostics(idata)
-    with _Timer(timings, f"{problem.name}: quadrature of the hierarchical posterior",
-                progress):
+    label = f"{problem.name}: quadrature of the hierarchical posterior"
+    with rt.StepTimer(timings, label, progress):
         exact = hierarchical_reference(problem.X, problem.y,
                                        tuple(problem.fixed.values()))
     w = idata.posterior["w"].values
@@ -397,7 +397,7 @@ def cross_check(name, data, settings, methods, rng_key, progress, timings):
     keys = dict(zip(METHODS, jax.random.split(rng_key, len(METHODS)), strict=True))
 
     def timed(label):
-        return _Timer(timings, f"{name}: {label}", progress)
+        return rt.StepTimer(timings, f"{name}: {label}", progress)
 
     with timed("EM for the precisions"):
         em, em_init, restart_log_evidences = fit_em_with_restarts(X, y)
@@ -485,21 +485,6 @@ def coefficient_frame(coefficients, names):
          for method, (m, s) in coefficients.items()},
         names=["method", "coefficient"],
     )
-
-
-class _Timer:
-    """Context manager: announce a step, then store its duration in ``timings``."""
-
-    def __init__(self, timings, label, progress):
-        self.timings, self.label, self.progress = timings, label, progress
-
-    def __enter__(self):
-        self.progress(self.label + " ...")
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.label] = time.perf_counter() - self.start
-        self.progress(f"{self.label}: {self.timings[self.label]:.1f}s")
 
 
 def evidence_by_degree(x, y, max_degree):
@@ -627,7 +612,9 @@ def run_all(datasets, settings, progress, timings, messages):
             new_rows, frames[name], extras[name] = cross_check(
                 name, data, settings, settings.methods[name], key, progress, timings)
             rows.extend(new_rows)
-        with _Timer(timings, "sinusoid: log evidence by polynomial degree", progress):
+        with rt.StepTimer(
+            timings, "sinusoid: log evidence by polynomial degree", progress
+        ):
             sinusoid = datasets["sinusoid"][0]
             evidence = evidence_by_degree(sinusoid["x"], sinusoid["y"],
                                           settings.max_degree)
@@ -722,7 +709,7 @@ def main(args) -> dict:
                    for run, table in extras[name]["diagnostics"].items()}
     diag = (pd.concat(diag_frames, names=["run", "parameter"]) if diag_frames
             else pd.DataFrame())
-    with _Timer(timings, "figures", progress):
+    with rt.StepTimer(timings, "figures", progress):
         figures = write_figures(out, datasets, extras, coefficients, evidence,
                                 args.seed, messages)
 

@@ -200,21 +200,6 @@ FAST = FULL._replace(num_households=300, k_grid=(2, 3, 4), num_restarts=2,
 OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
 
 
-class _Timer:
-    """Context manager: announce a step, then store its duration in ``timings``."""
-
-    def __init__(self, timings, label, progress):
-        self.timings, self.label, self.progress = timings, label, progress
-
-    def __enter__(self):
-        self.progress(self.label + " ...")
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.label] = time.perf_counter() - self.start
-        self.progress(f"{self.label}: {self.timings[self.label]:.1f}s")
-
-
 def row(check, reference, statistic, tolerance, rule, passed, note=""):
     return {"check": check, "reference": reference, "statistic": float(statistic),
             "tolerance": float(tolerance), "rule": rule, "pass": bool(passed),
@@ -656,7 +641,7 @@ def run_all(settings, seed, progress, timings):
     res = {}
 
     def timed(label):
-        return _Timer(timings, label, progress)
+        return rt.StepTimer(timings, label, progress)
 
     with timed("load and split the baskets"):
         res["baskets"], train, test = load_baskets(settings, seed)
@@ -1030,7 +1015,7 @@ def main(args) -> dict:
     timings, messages = {}, []
     res = collect_warnings(lambda: run_all(settings, args.seed, progress, timings),
                            messages)
-    with _Timer(timings, "figures", progress):
+    with rt.StepTimer(timings, "figures", progress):
         figures = write_figures(out, res, settings, messages)
     numbers = key_numbers(res, settings)
     summary = summarise(numbers, res["cross_check"])
