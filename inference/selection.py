@@ -113,6 +113,14 @@ def gmm_icl(params: GMMParams, x, covariance_type: str = "full") -> jax.Array:
     return icl(total, count, num_rows, log_resp)
 
 
+def _sweep_line(row: dict, done: int, total: int) -> str:
+    """One progress line of a K sweep: K, mean log-likelihood, BIC."""
+    return (
+        f"K = {row['num_components']} ({done}/{total}): mean log-likelihood "
+        f"{row['log_likelihood']:.4f}, BIC {row['bic']:.1f}"
+    )
+
+
 class ComponentSelection(NamedTuple):
     """Result of ``select_num_components``.
 
@@ -135,6 +143,7 @@ def select_num_components(
     covariance_type: str = "full",
     num_restarts: int = 5,
     rng_key,
+    progress_fn=None,
     **fit_kwargs,
 ) -> ComponentSelection:
     """Fit a Gaussian mixture by EM for every K and pick the K minimising a criterion.
@@ -150,6 +159,8 @@ def select_num_components(
       covariance_type: as in ``fit_gaussian_mixture``.
       num_restarts: restarts per K.
       rng_key: JAX PRNG key, split into one key per K.
+      progress_fn: optional callable receiving one line of text per finished K
+        (long sweeps show their progress; the library itself never prints).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -183,6 +194,8 @@ def select_num_components(
                 "converged": bool(result.converged),
             }
         )
+        if progress_fn is not None:
+            progress_fn(_sweep_line(rows[-1], len(rows), len(k_values)))
     table = pd.DataFrame(rows)
     best = int(table["num_components"].iloc[int(np.argmin(table[criterion]))])
     return ComponentSelection(table, best, fits)
@@ -277,6 +290,7 @@ def select_num_components_multinomial(
     rng_key,
     groups=None,
     heldout_groups=None,
+    progress_fn=None,
     **fit_kwargs,
 ) -> ComponentSelection:
     """Fit the multinomial mixture by EM for every K; tabulate and pick K.
@@ -294,6 +308,8 @@ def select_num_components_multinomial(
         (maximised held-out log-likelihood; needs ``heldout_counts``).
       heldout_counts: optional (m, c) held-out counts.
       rng_key: JAX PRNG key, split into one key per K.
+      progress_fn: optional callable receiving one line of text per finished K
+        (long sweeps show their progress; the library itself never prints).
       groups, heldout_groups: group labels for the individualized model; every
         held-out label must occur in ``groups``.
 
@@ -356,6 +372,8 @@ def select_num_components_multinomial(
                 "converged": bool(result.converged),
             }
         )
+        if progress_fn is not None:
+            progress_fn(_sweep_line(rows[-1], len(rows), len(k_values)))
     table = pd.DataFrame(rows)
     if criterion == "heldout":
         best_row = int(np.argmax(table["heldout_log_likelihood"]))

@@ -145,7 +145,7 @@ def fit_gaussian_mixture(args, frame, progress, partial, Outcome):
             with progress.step(f"sweeping K over {k_values}"):
                 selection = select_num_components(
                     x, k_values, criterion=args.criterion, rng_key=key_select,
-                    **fit_options)
+                    progress_fn=progress, **fit_options)
             table = selection.table
             num_components = selection.best_num_components
         payload["selection"] = table.to_dict(orient="list")
@@ -310,7 +310,8 @@ def fit_multinomial_mixture(args, frame, progress, partial, Outcome):
         with progress.step(f"sweeping K over {args.k_range}"):
             selection = select_num_components_multinomial(
                 train_counts, args.k_range, criterion=args.criterion,
-                rng_key=key_select, groups=train_groups, **heldout, **fit_options)
+                rng_key=key_select, groups=train_groups, progress_fn=progress,
+                **heldout, **fit_options)
         table = selection.table
         num_components = selection.best_num_components
         payload["selection"] = table.to_dict(orient="list")
