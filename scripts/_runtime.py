@@ -162,6 +162,25 @@ def interrupt_as_keyboard_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def collect_warnings(categories, fn, messages: list):
+    """Run ``fn()``, recording warnings of ``categories`` as text in ``messages``
+    (once each) so a report can list them; other warnings pass on unchanged."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", categories)
+        result = fn()
+    for item in caught:
+        if issubclass(item.category, categories):
+            text = f"{item.category.__name__}: {item.message}"
+            if text not in messages:
+                messages.append(text)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename,
+                                   item.lineno)
+    return result
+
+
 class StepTimer:
     """Context manager: announce a step, then store its duration in ``timings``."""
 

@@ -588,22 +588,6 @@ def run_all(x, num_components, settings, seed, progress, timings):
     return rows, res
 
 
-def collect_warnings(fn, messages):
-    """Run ``fn()`` recording our warnings as text; pass the others on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", OUR_WARNINGS)
-        result = fn()
-    for item in caught:
-        if issubclass(item.category, OUR_WARNINGS):
-            text = f"{item.category.__name__}: {item.message}"
-            if text not in messages:
-                messages.append(text)
-        else:
-            warnings.warn_explicit(item.message, item.category, item.filename,
-                                   item.lineno)
-    return result
-
-
 def write_figures(out, x, res, settings, seed, rhat_table, messages):
     figures = []
 
@@ -675,7 +659,8 @@ def main(args) -> dict:
     progress = rt.Progress(quiet=args.quiet)
     timings, messages = {}, []
     x = faithful_data()
-    rows, res = collect_warnings(
+    rows, res = rt.collect_warnings(
+        OUR_WARNINGS,
         lambda: run_all(x, num_components, settings, args.seed, progress, timings),
         messages)
     cross = pd.DataFrame.from_records(rows)

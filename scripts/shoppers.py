@@ -56,7 +56,6 @@ Exit status: 0 when every cross-check passes, 3 when the data cannot be loaded,
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -618,22 +617,6 @@ def parse_k_grid(text: str) -> tuple:
     return tuple(sorted(values))
 
 
-def collect_warnings(fn, messages):
-    """Run ``fn()`` recording our warnings as text; pass the others on."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", OUR_WARNINGS)
-        result = fn()
-    for item in caught:
-        if issubclass(item.category, OUR_WARNINGS):
-            text = f"{item.category.__name__}: {item.message}"
-            if text not in messages:
-                messages.append(text)
-        else:
-            warnings.warn_explicit(item.message, item.category, item.filename,
-                                   item.lineno)
-    return result
-
-
 def run_all(settings, seed, progress, timings):
     """Every fit and check; returns a dict of results."""
     keys = dict(zip(("sweep", "tutorial", "em", "nuts", "vi"),
@@ -1013,8 +996,9 @@ def main(args) -> dict:
     out = rt.prepare_output_dir(Path(args.out) / "shoppers", overwrite=True)
     progress = rt.Progress(quiet=args.quiet)
     timings, messages = {}, []
-    res = collect_warnings(lambda: run_all(settings, args.seed, progress, timings),
-                           messages)
+    res = rt.collect_warnings(
+        OUR_WARNINGS, lambda: run_all(settings, args.seed, progress, timings),
+        messages)
     with rt.StepTimer(timings, "figures", progress):
         figures = write_figures(out, res, settings, messages)
     numbers = key_numbers(res, settings)
