@@ -1,8 +1,12 @@
 """EM fitters: the generic driver and one module per model.
 
 Public: ``EMResult``, ``ConvergenceWarning``, ``fit_linear_regression``,
-``fit_gaussian_mixture`` (with ``GMMPrior`` for MAP-EM),
-``fit_multinomial_mixture`` (with ``MultinomialMixturePrior`` for MAP-EM).
+``fit_gaussian_mixture`` (with ``GMMPrior`` for MAP-EM; rows sharded over
+``devices``, or out of core from a ``data.chunks.ChunkedRows``),
+``fit_gaussian_mixture_sweep`` (a K sweep in one compiled program),
+``fit_multinomial_mixture`` (with ``MultinomialMixturePrior`` for MAP-EM; also
+out of core from a ``data.chunks.ChunkedRows``) and
+``fit_multinomial_mixture_sweep`` (a K sweep in one compiled program).
 """
 
 from inference.em.driver import ConvergenceWarning, EMResult, run_em
@@ -12,11 +16,15 @@ from inference.em.gaussian_mixture import (
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
 )
+from inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
 from inference.em.linear_regression import (
     LinearRegressionParams,
     fit_linear_regression,
 )
-from inference.em.multinomial_mixture import fit_multinomial_mixture
+from inference.em.multinomial_mixture import (
+    fit_multinomial_mixture,
+    fit_multinomial_mixture_sweep,
+)
 from models.multinomial_mixture import (
     MultinomialMixtureParams,
     MultinomialMixturePrior,
@@ -32,7 +40,9 @@ __all__ = [
     "MultinomialMixturePrior",
     "fit_gaussian_mixture",
     "fit_gaussian_mixture_restarts",
+    "fit_gaussian_mixture_sweep",
     "fit_linear_regression",
     "fit_multinomial_mixture",
+    "fit_multinomial_mixture_sweep",
     "run_em",
 ]

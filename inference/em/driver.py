@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EMResult", "run_em", "ConvergenceWarning"]
+__all__ = ["EMResult", "run_em", "ConvergenceWarning", "stopping_rule_met"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -54,6 +54,21 @@ class _Carry(NamedTuple):
     delta: jax.Array
     num_iters: jax.Array
     trace: jax.Array
+
+
+def stopping_rule_met(objective, delta, tol, rtol):
+    """The convergence test above, for loops that iterate outside ``run_em``.
+
+    ``delta`` = |objective_t - objective_{t-1}|; it is inf after the first
+    iteration (the previous objective is -inf) and NaN once the objective is
+    non-finite, so the rule needs two finite objectives. Works on arrays (one
+    entry per restart) and inside or outside jit.
+    """
+    return (
+        jnp.isfinite(objective)
+        & jnp.isfinite(delta)
+        & (delta < tol + rtol * jnp.abs(objective))
+    )
 
 
 def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
@@ -104,11 +119,5 @@ def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
         # index the empty trace. max_iters is static, so this branch is free.
         return init_params, start.num_iters, jnp.asarray(False), start.trace
     final = jax.lax.while_loop(keep_going, iterate, start)
-    # delta is inf after the first iteration (objective minus -inf) and NaN once
-    # the objective is non-finite, so `converged` needs two finite objectives.
-    converged = (
-        jnp.isfinite(final.objective)
-        & jnp.isfinite(final.delta)
-        & (final.delta < tol + rtol * jnp.abs(final.objective))
-    )
+    converged = stopping_rule_met(final.objective, final.delta, tol, rtol)
     return final.params, final.num_iters, converged, final.trace

@@ -45,6 +45,7 @@ iteration), which is the one
 place where the trace may decrease (reported and warned about).
 """
 
+import math
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -53,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data.chunks import ChunkedRows
 from data.validation import (
     DataWarning,
     check_int,
@@ -60,6 +62,7 @@ from data.validation import (
     check_nonnegative,
 )
 from inference.em.driver import ConvergenceWarning, EMResult, run_em
+from inference.sharding import check_devices, place_rows
 from models.gaussian_mixture import (
     GMMParams,
     GMMPrior,
@@ -75,14 +78,20 @@ from models.gaussian_mixture import (
 __all__ = [
     "EMPTY_COMPONENT_COUNT",
     "GMMPrior",
+    "GMMStats",
+    "PAIRS_MAX_ELEMENTS",
     "GMMRestarts",
     "INIT_METHODS",
     "e_step",
     "elbo",
     "fit_gaussian_mixture",
     "fit_gaussian_mixture_restarts",
+    "add_statistics",
     "m_step",
+    "m_step_from_statistics",
     "objective",
+    "row_pairs",
+    "statistics",
 ]
 
 INIT_METHODS = ("kmeans++", "random_from_data")
@@ -96,6 +105,15 @@ EMPTY_COMPONENT_COUNT = 1e-3
 _LLOYD_STEPS = 10
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+
+# A variance below this many eps times the mean square it was computed from has
+# no correct digit (``_mark_unresolved``).
+_RESOLUTION = 32
+
+# Precomputed x_i x_i^T products ("full", ``row_pairs``) are kept below this many
+# elements (512 MiB in float64); beyond, the statistics shift by the previous
+# means instead (slower, the same result up to rounding).
+PAIRS_MAX_ELEMENTS = 1 << 26
 
 
 class GMMRestarts(NamedTuple):
@@ -114,6 +132,41 @@ class GMMRestarts(NamedTuple):
     best_index: int
 
 
+class GMMStats(NamedTuple):
+    """Sufficient statistics of one E-step: sums over rows.
+
+    Sums over rows add up over chunks of rows and over devices, which is what
+    out-of-core and data-parallel EM rely on. With row weights v_i (1, or 0 for a
+    padding row) and a per-component shift s_c:
+
+        counts  N_c = sum_i v_i gamma_ic                                   (k,)
+        sums        sum_i v_i gamma_ic (x_i - s_c)                         (k, d)
+        second      sum_i v_i gamma_ic (x_i - s_c)(x_i - s_c)^T  "full"    (k, d, d)
+                    sum_i v_i gamma_ic (x_i - s_c)^2             diag/sph  (k, d)
+                    sum_i v_i x_i x_i^T                          "tied"    (d, d)
+        log_likelihood  sum_i v_i log p(x_i | theta)                       ()
+        worst_log_likelihood, worst_row: min_i log p(x_i | theta) and x_i (for
+            reseeding; combined by a minimum, not a sum).
+        shift: s (k, d), the same for every chunk (not summed).
+
+    The M-step needs the scatter about the new mean, second - sums sums^T / N_c.
+    With s = 0 on centred data every statistic is one matrix product; digits
+    cancel only for a component far from the data centre (accuracy:
+    ``models.gaussian_mixture._expanded_squares``). "full" uses s = 0 with the
+    products x_i x_i^T precomputed once per fit when they fit in memory
+    (``PAIRS_MAX_ELEMENTS``), and otherwise shifts by the previous means, so that
+    nothing cancels once EM settles.
+    """
+
+    counts: jax.Array
+    sums: jax.Array
+    second: jax.Array
+    log_likelihood: jax.Array
+    worst_log_likelihood: jax.Array
+    worst_row: jax.Array
+    shift: jax.Array
+
+
 class _State(NamedTuple):
     params: GMMParams
     num_reseeds: jax.Array
@@ -123,7 +176,11 @@ class _State(NamedTuple):
 
 
 def e_step(params: GMMParams, x, covariance_type: str = "full"):
-    """Log responsibilities (n, k) and log p(x_i | theta) per row (n,)."""
+    """Log responsibilities (n, k) and log p(x_i | theta) per row (n,).
+
+    A component of weight exactly 0 (a padding component of a one-program sweep)
+    gets log responsibility -inf, i.e. responsibility exactly 0.
+    """
     weighted = jnp.log(params.weights) + component_log_prob(params, x, covariance_type)
     log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
     return weighted - log_norm[:, None], log_norm
@@ -147,74 +204,212 @@ def elbo(params: GMMParams, x, q, covariance_type: str = "full"):
     return jnp.sum(q * weighted) - jnp.sum(jax.scipy.special.xlogy(q, q))
 
 
-def _scatter(x, resp_t, means, covariance_type: str):
-    """Weighted scatter about each mean: (k, d, d) for full/tied, (k, d) otherwise.
+def row_pairs(x):
+    """Products x_ij x_il for j <= l, (n, d (d + 1) / 2): "full"'s second moments.
 
-    Two-pass: the deviations x_i - mu_c are formed first, so no cancellation
-    between E[x x^T] and mu mu^T can occur.
+    sum_i v_i gamma_ic x_i x_i^T for all c is then one (k, n) x (n, d(d+1)/2)
+    matrix product, half the flops of k separate (d, n) x (n, d) products and a
+    shape that BLAS runs near peak (a (d, n) x (n, d) product with d = 16 ran at a
+    quarter of peak on a 2-core CPU).
     """
+    upper, lower = np.triu_indices(x.shape[1])
+    return x[:, upper] * x[:, lower]
+
+
+def _unpack_pairs(packed, num_features: int):
+    """(k, d (d + 1) / 2) upper triangles -> symmetric (k, d, d) matrices."""
+    upper, lower = np.triu_indices(num_features)
+    full = jnp.zeros(packed.shape[:-1] + (num_features, num_features), packed.dtype)
+    full = full.at[..., upper, lower].set(packed)
+    return full.at[..., lower, upper].set(packed)
+
+
+def _full_log_prob_from_pairs(params: GMMParams, x, pairs):
+    """log N(x_i | mu_c, S_c), (n, k), with the quadratic form read off ``pairs``.
+
+    (x - mu)^T P (x - mu) = sum_{j<=l} c_jl x_j x_l - 2 x^T P mu + mu^T P mu with
+    P = S^-1 and c_jl = P_jl (2 P_jl off the diagonal): one (n, d(d+1)/2) x
+    (d(d+1)/2, k) product instead of an (n, k, d) whitening. Accuracy as
+    ``models.gaussian_mixture._expanded_squares`` (the data are centred).
+    """
+    num_features = x.shape[1]
+    chol = jnp.linalg.cholesky(params.covariances)
+    eye = jnp.broadcast_to(jnp.eye(num_features, dtype=x.dtype), chol.shape)
+    inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    precisions = jnp.matmul(jnp.swapaxes(inv_chol, -1, -2), inv_chol,
+                            precision=_HIGHEST)
+    upper, lower = np.triu_indices(num_features)
+    doubled = jnp.asarray(np.where(upper == lower, 1.0, 2.0), x.dtype)
+    coefficients = precisions[:, upper, lower] * doubled
+    precision_means = jnp.einsum("kde,ke->kd", precisions, params.means,
+                                 precision=_HIGHEST)
+    squared = (
+        jnp.matmul(pairs, coefficients.T, precision=_HIGHEST)
+        - 2.0 * jnp.matmul(x, precision_means.T, precision=_HIGHEST)
+        + jnp.sum(params.means * precision_means, axis=-1)
+    )
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+    squared = jnp.maximum(squared, 0.0)
+    return -0.5 * (num_features * math.log(2.0 * math.pi) + squared) - half_log_det
+
+
+def _resp_statistics(x, weighted_resp, shift, covariance_type: str, pairs=None):
+    """(counts, sums, second) of ``GMMStats`` from v_i gamma_ic, (n, k)."""
     num_rows, num_features = x.shape
-    if covariance_type in ("full", "tied"):
+    counts = jnp.sum(weighted_resp, axis=0)
+    sums = (
+        jnp.matmul(weighted_resp.T, x, precision=_HIGHEST) - counts[:, None] * shift
+    )
+    if covariance_type == "full" and pairs is not None:
+        packed = jnp.matmul(weighted_resp.T, pairs, precision=_HIGHEST)
+        second = _unpack_pairs(packed, num_features)
+    elif covariance_type == "full":
 
         def one(args):
-            # W_c = Y^T Y with Y = sqrt(gamma_c) (x - mu_c): one (n, d) array per
-            # component instead of two (deviations and weighted deviations),
-            # which halves the memory traffic that bounds this step.
-            resp_c, mean = args
-            scaled = jnp.sqrt(resp_c)[:, None] * (x - mean)
+            # Y^T Y with Y = sqrt(v gamma_c) (x - s_c): one (n, d) array per
+            # component, which halves the memory traffic that bounds this step.
+            resp_c, shift_c = args
+            scaled = jnp.sqrt(resp_c)[:, None] * (x - shift_c)
             return jnp.matmul(scaled.T, scaled, precision=_HIGHEST)
 
-        return map_components(jax.vmap(one), (resp_t, means), num_rows * num_features)
+        second = map_components(
+            jax.vmap(one), (weighted_resp.T, shift), num_rows * num_features
+        )
+    elif covariance_type == "tied":
+        # sum_c gamma_ic = 1, so the per-component second moments add up to one
+        # (d, d) product: n d^2 flops instead of n k d^2.
+        row_weights = jnp.sum(weighted_resp, axis=1)
+        second = jnp.matmul((x * row_weights[:, None]).T, x, precision=_HIGHEST)
+    else:
+        second = jnp.matmul(weighted_resp.T, x * x, precision=_HIGHEST)
+    return counts, sums, second
 
-    def batch(args):
-        # sum_i gamma_ic (x_ij - mu_cj)^2 as one fused reduction over rows, which
-        # streams through x once per batch instead of storing (x - mu_c)^2.
-        resp_b, means_b = args
-        return jnp.sum(resp_b[:, :, None] * (x - means_b[:, None, :]) ** 2, axis=1)
 
-    return map_components(batch, (resp_t, means), num_rows * num_features)
+def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
+               pairs=None):
+    """E-step at ``params`` summarised as ``GMMStats``.
+
+    ``pairs``: ``row_pairs(x)`` for "full" (then s = 0), or None (then "full"
+    shifts by ``params.means``).
+    """
+    if covariance_type == "full" and pairs is not None:
+        weighted = jnp.log(params.weights) + _full_log_prob_from_pairs(
+            params, x, pairs
+        )
+        log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
+        log_resp = weighted - log_norm[:, None]
+    else:
+        log_resp, log_norm = e_step(params, x, covariance_type)
+    real = row_weights > 0
+    weighted_resp = jnp.exp(log_resp) * row_weights[:, None]
+    if covariance_type == "full" and pairs is None:
+        shift = params.means
+    else:
+        shift = jnp.zeros_like(params.means)
+    counts, sums, second = _resp_statistics(
+        x, weighted_resp, shift, covariance_type, pairs
+    )
+    # where, not a product: a padding row's log-density times 0 must not be NaN.
+    log_likelihood = jnp.sum(jnp.where(real, row_weights * log_norm, 0.0))
+    masked = jnp.where(real, log_norm, jnp.inf)
+    worst = jnp.argmin(masked)
+    return GMMStats(counts, sums, second, log_likelihood, masked[worst], x[worst],
+                    shift)
 
 
-def m_step(
-    x, resp, covariance_type: str = "full", *, reg_covar=0.0, prior=None
+def add_statistics(left: GMMStats, right: GMMStats) -> GMMStats:
+    """Statistics of the union of two sets of rows (sums add, the worst row wins)."""
+    right_worse = right.worst_log_likelihood < left.worst_log_likelihood
+    return GMMStats(
+        left.counts + right.counts,
+        left.sums + right.sums,
+        left.second + right.second,
+        left.log_likelihood + right.log_likelihood,
+        jnp.minimum(left.worst_log_likelihood, right.worst_log_likelihood),
+        jnp.where(right_worse, right.worst_row, left.worst_row),
+        left.shift,
+    )
+
+
+def _outer(a, b):
+    return a[..., :, None] * b[..., None, :]
+
+
+def m_step_from_statistics(
+    stats: GMMStats,
+    covariance_type: str = "full",
+    *,
+    reg_covar=0.0,
+    prior=None,
+    active=None,
 ) -> GMMParams:
-    """Closed-form M-step from responsibilities (n, k) (module docstring table)."""
+    """Closed-form M-step (module docstring table) from summed statistics.
+
+    xbar_c = s_c + sums_c / N_c, and the scatter about xbar_c is
+    second_c - sums_c sums_c^T / N_c (diagonal: its diagonal; tied: summed over c
+    with second = sum_i v_i x_i x_i^T, s = 0). The scatter about the MAP mean
+    mu_c adds N_c (xbar_c - mu_c)(xbar_c - mu_c)^T. ``active`` (k,) masks the
+    padding components of a one-program sweep: they keep weight 0.
+    """
     check_covariance_type(covariance_type)
-    dtype = x.dtype
-    num_rows, num_features = x.shape
-    num_components = resp.shape[1]
+    dtype = stats.sums.dtype
+    num_components, num_features = stats.sums.shape
     eye = jnp.eye(num_features, dtype=dtype)
-    counts = jnp.sum(resp, axis=0) + 10 * jnp.finfo(dtype).eps
-    sums = jnp.matmul(resp.T, x, precision=_HIGHEST)
+    counts = stats.counts + 10 * jnp.finfo(dtype).eps
+    if active is not None:
+        counts = jnp.where(active, counts, 0.0)
+    safe_counts = jnp.where(counts > 0, counts, 1.0)
+    centred_sums = stats.sums / safe_counts[:, None]  # xbar_c - s_c
+    data_means = stats.shift + centred_sums
     if prior is None:
         weights = counts / jnp.sum(counts)
-        means = sums / counts[:, None]
+        means = data_means
     else:
         alpha = jnp.broadcast_to(prior.weight_concentration, (num_components,))
         pseudo_counts = counts + alpha.astype(dtype) - 1.0
+        if active is not None:
+            pseudo_counts = jnp.where(active, pseudo_counts, 0.0)
         weights = pseudo_counts / jnp.sum(pseudo_counts)
         kappa0 = prior.mean_precision
-        means = (sums + kappa0 * prior.mean_prior) / (counts + kappa0)[:, None]
-    scatter = _scatter(x, resp.T, means, covariance_type)
+        means = (counts[:, None] * data_means + kappa0 * prior.mean_prior) / (
+            counts + kappa0
+        )[:, None]
+    offset = data_means - means  # xbar_c - mu_c: zero for maximum likelihood
+    if covariance_type == "full":
+        scatter = stats.second - _outer(stats.sums, centred_sums)
+        scatter = scatter + counts[:, None, None] * _outer(offset, offset)
+    elif covariance_type == "tied":
+        between = jnp.einsum("kd,ke->de", stats.sums, centred_sums)
+        scatter = stats.second - between
+        scatter = scatter + jnp.einsum("k,kd,ke->de", counts, offset, offset)
+    else:
+        scatter = stats.second - stats.sums * centred_sums
+        scatter = jnp.maximum(scatter, 0.0) + counts[:, None] * offset**2
+    if covariance_type in ("full", "tied"):
+        # Rounding leaves the one-pass scatter slightly asymmetric.
+        scatter = 0.5 * (scatter + jnp.swapaxes(scatter, -1, -2))
     if prior is not None:
         deviation = means - prior.mean_prior
         nu, psi = prior.dof, prior.scale
+        if active is not None:
+            deviation = jnp.where(active[:, None], deviation, 0.0)
     if covariance_type == "full":
         if prior is None:
-            covariances = scatter / counts[:, None, None]
+            covariances = scatter / safe_counts[:, None, None]
         else:
-            outer = kappa0 * deviation[:, :, None] * deviation[:, None, :]
-            covariances = (psi + scatter + outer) / (
+            covariances = (psi + scatter + kappa0 * _outer(deviation, deviation)) / (
                 counts + nu + num_features + 2.0
             )[:, None, None]
         covariances = covariances + reg_covar * eye
     elif covariance_type == "tied":
+        total = jnp.sum(counts)
         if prior is None:
-            shared = jnp.sum(scatter, axis=0) / jnp.sum(counts)
+            shared = scatter / total
         else:
             outer = kappa0 * jnp.matmul(deviation.T, deviation, precision=_HIGHEST)
-            shared = (psi + jnp.sum(scatter, axis=0) + outer) / (
-                jnp.sum(counts) + num_components + nu + num_features + 1.0
+            num_active = num_components if active is None else jnp.sum(active)
+            shared = (psi + scatter + outer) / (
+                total + num_active + nu + num_features + 1.0
             )
         shared = shared + reg_covar * eye
         covariances = jnp.broadcast_to(
@@ -222,7 +417,7 @@ def m_step(
         )
     elif covariance_type == "diag":
         if prior is None:
-            variances = scatter / counts[:, None]
+            variances = scatter / safe_counts[:, None]
         else:
             variances = (jnp.diagonal(psi) + scatter + kappa0 * deviation**2) / (
                 counts + nu + 3.0
@@ -231,20 +426,82 @@ def m_step(
     else:
         total = jnp.sum(scatter, axis=1)
         if prior is None:
-            variance = total / (num_features * counts)
+            variance = total / (num_features * safe_counts)
         else:
             variance = (
                 jnp.trace(psi) + total + kappa0 * jnp.sum(deviation**2, axis=1)
             ) / (num_features * (counts + 1.0 + nu) + 2.0)
         covariances = (variance + reg_covar)[:, None, None] * eye
+    if covariance_type != "tied":
+        covariances = _mark_unresolved(covariances, stats, safe_counts)
+    if active is not None:
+        # A padding component keeps weight 0 and a finite, harmless covariance.
+        means = jnp.where(active[:, None], means, 0.0)
+        covariances = jnp.where(active[:, None, None], covariances, eye)
     return GMMParams(weights, means, covariances)
 
 
-def _reseed_covariance(x, covariance_type: str, reg_covar):
-    """Covariance given to a reseeded component: the data's, in the type's form."""
-    num_rows, num_features = x.shape
-    data_covariance = jnp.matmul(x.T, x, precision=_HIGHEST) / num_rows
-    eye = jnp.eye(num_features, dtype=x.dtype)
+def _mark_unresolved(covariances, stats: GMMStats, safe_counts):
+    """NaN for a component whose variance is below what the statistics resolve.
+
+    second / N_c - (sums / N_c)^2 carries an absolute rounding error of a few eps
+    times the mean square second_c / N_c; a variance (after reg_covar) below
+    ``_RESOLUTION`` times that has no correct digit. That happens only when a
+    component collapses onto a point far from the shift with reg_covar too
+    small for the dtype (with reg_covar = 0 the likelihood is unbounded there).
+    Such a restart is marked failed (its objective turns NaN), as a singular
+    covariance would be, instead of following rounding noise.
+    """
+    dtype = covariances.dtype
+    second = stats.second
+    if second.ndim == 3:
+        second = jnp.diagonal(second, axis1=-2, axis2=-1)
+    resolution = _RESOLUTION * jnp.finfo(dtype).eps * second / safe_counts[:, None]
+    variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
+    unresolved = jnp.any(variances < resolution, axis=-1)
+    return jnp.where(unresolved[:, None, None], jnp.nan, covariances)
+
+
+def m_step(
+    x, resp, covariance_type: str = "full", *, reg_covar=0.0, prior=None,
+    row_weights=None, active=None,
+) -> GMMParams:
+    """Closed-form M-step from responsibilities (n, k) (module docstring table).
+
+    The statistics of ``GMMStats``; "full" takes them about the
+    responsibility-weighted means of this very M-step (two passes, nothing
+    cancels), the other types about the origin (one matrix product each).
+    """
+    check_covariance_type(covariance_type)
+    weighted_resp = resp if row_weights is None else resp * row_weights[:, None]
+    counts = jnp.sum(weighted_resp, axis=0)
+    xbar = jnp.matmul(weighted_resp.T, x, precision=_HIGHEST) / jnp.where(
+        counts > 0, counts, 1.0
+    )[:, None]
+    shift = xbar if covariance_type == "full" else jnp.zeros_like(xbar)
+    counts, sums, second = _resp_statistics(x, weighted_resp, shift, covariance_type)
+    zero = jnp.zeros((), x.dtype)
+    stats = GMMStats(counts, sums, second, zero, zero, x[0], shift)
+    return m_step_from_statistics(
+        stats, covariance_type, reg_covar=reg_covar, prior=prior, active=active
+    )
+
+
+def _reseed_covariance(x, row_weights, covariance_type: str, reg_covar):
+    """Covariance given to a reseeded component: the data's, in the type's form.
+
+    x is centred, so sum_i v_i x_i x_i^T / sum_i v_i is the data covariance.
+    """
+    weighted = x * row_weights[:, None]
+    data_covariance = jnp.matmul(weighted.T, x, precision=_HIGHEST) / jnp.sum(
+        row_weights
+    )
+    return _reseed_covariance_from(data_covariance, covariance_type, reg_covar)
+
+
+def _reseed_covariance_from(data_covariance, covariance_type: str, reg_covar):
+    num_features = data_covariance.shape[0]
+    eye = jnp.eye(num_features, dtype=data_covariance.dtype)
     if covariance_type == "diag":
         data_covariance = jnp.diagonal(data_covariance) * eye
     elif covariance_type == "spherical":
@@ -254,19 +511,21 @@ def _reseed_covariance(x, covariance_type: str, reg_covar):
     return data_covariance + floor * eye
 
 
-def _reseed_empty(params, counts, log_norm, x, reseed_covariance, covariance_type):
+def _reseed_empty(params, stats: GMMStats, num_rows, reseed_covariance,
+                  covariance_type, active=None):
     """Move the first component with N_c < EMPTY_COMPONENT_COUNT to the worst row.
 
     It gets the row of lowest log p(x_i | theta) as mean, the data covariance (the
     shared one is kept for "tied") and weight 1 / n. One component per iteration:
     the next empty one then goes to the worst row *after* this move, and a single
     argmin costs O(n) where sorting for k rows would dominate the iteration.
+    Padding components (``active`` False) are never reseeded.
     """
-    num_rows = x.shape[0]
-    empty = counts < EMPTY_COMPONENT_COUNT
-    chosen = (jnp.arange(counts.shape[0]) == jnp.argmax(empty)) & empty
-    worst_row = x[jnp.argmin(log_norm)]
-    means = jnp.where(chosen[:, None], worst_row, params.means)
+    empty = stats.counts < EMPTY_COMPONENT_COUNT
+    if active is not None:
+        empty = empty & active
+    chosen = (jnp.arange(stats.counts.shape[0]) == jnp.argmax(empty)) & empty
+    means = jnp.where(chosen[:, None], stats.worst_row, params.means)
     covariances = params.covariances
     if covariance_type != "tied":
         covariances = jnp.where(chosen[:, None, None], reseed_covariance, covariances)
@@ -275,23 +534,32 @@ def _reseed_empty(params, counts, log_norm, x, reseed_covariance, covariance_typ
     return GMMParams(weights, means, covariances), jnp.sum(chosen, dtype=jnp.int32)
 
 
-def _em_step(state: _State, x, covariance_type, reg_covar, prior, reseed_covariance):
+def _objective_from(stats: GMMStats, params, num_rows, prior, covariance_type):
+    """Mean log-likelihood (plus log prior / n) from summed statistics."""
+    value = stats.log_likelihood / num_rows
+    if prior is not None:
+        value = value + log_prior(params, prior, covariance_type) / num_rows
+    return value
+
+
+def _update(params, stats: GMMStats, num_rows, covariance_type, reg_covar, prior,
+            reseed_covariance, active=None):
+    """M-step and reseeding from summed statistics: (new params, reseeds)."""
+    new_params = m_step_from_statistics(
+        stats, covariance_type, reg_covar=reg_covar, prior=prior, active=active
+    )
+    return _reseed_empty(new_params, stats, num_rows, reseed_covariance,
+                         covariance_type, active)
+
+
+def _em_step(state: _State, x, row_weights, num_rows, covariance_type, reg_covar,
+             prior, reseed_covariance, active=None, pairs=None):
     """One E-step (objective at ``state.params``) and one M-step (plus reseeding)."""
     params = state.params
-    log_resp, log_norm = e_step(params, x, covariance_type)
-    value = jnp.mean(log_norm)
-    if prior is not None:
-        value = value + log_prior(params, prior, covariance_type) / x.shape[0]
-    resp = jnp.exp(log_resp)
-    new_params = m_step(x, resp, covariance_type, reg_covar=reg_covar, prior=prior)
-    new_params, num_empty = _reseed_empty(
-        new_params,
-        jnp.sum(resp, axis=0),
-        log_norm,
-        x,
-        reseed_covariance,
-        covariance_type,
-    )
+    stats = statistics(params, x, row_weights, covariance_type, pairs)
+    value = _objective_from(stats, params, num_rows, prior, covariance_type)
+    new_params, num_empty = _update(params, stats, num_rows, covariance_type,
+                                    reg_covar, prior, reseed_covariance, active)
     return _State(new_params, state.num_reseeds + num_empty), value
 
 
@@ -306,33 +574,53 @@ def _squared_distances(x, centres):
     )
 
 
-def _kmeans_plus_plus(rng_key, x, num_components: int):
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): D^2-weighted draws."""
-    num_rows = x.shape[0]
+def _kmeans_plus_plus(rng_key, x, row_weights, num_components: int, num_active):
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): D^2-weighted draws.
+
+    Padding rows (weight 0, stored after the real rows) are never drawn. Only
+    the first ``num_active`` centres are drawn (the rest stay 0, for the padding
+    components of a one-program sweep); centre j uses the key
+    ``fold_in(key, j)``, so the first K centres do not depend on how many
+    padding components follow.
+    """
+    num_real = jnp.sum(row_weights > 0)
     key_first, key_rest = jax.random.split(rng_key)
-    first = x[jax.random.randint(key_first, (), 0, num_rows)]
+    first = x[jax.random.randint(key_first, (), 0, num_real)]
     centres = jnp.zeros((num_components, x.shape[1]), x.dtype).at[0].set(first)
     min_sq = jnp.sum((x - first) ** 2, axis=1)
+    drawable = row_weights > 0
 
     def add_centre(j, carry):
         centres, min_sq = carry
-        logits = jnp.where(min_sq > 0, jnp.log(jnp.maximum(min_sq, 1e-300)), -jnp.inf)
+        logits = jnp.where(
+            drawable & (min_sq > 0), jnp.log(jnp.maximum(min_sq, 1e-300)), -jnp.inf
+        )
         index = jax.random.categorical(jax.random.fold_in(key_rest, j), logits)
         centre = x[index]
-        min_sq = jnp.minimum(min_sq, jnp.sum((x - centre) ** 2, axis=1))
-        return centres.at[j].set(centre), min_sq
+        drawn = j < num_active
+        min_sq = jnp.where(
+            drawn, jnp.minimum(min_sq, jnp.sum((x - centre) ** 2, axis=1)), min_sq
+        )
+        return centres.at[j].set(jnp.where(drawn, centre, 0.0)), min_sq
 
     centres, _ = jax.lax.fori_loop(1, num_components, add_centre, (centres, min_sq))
     return centres
 
 
-def _lloyd(x, centres, num_steps: int):
+def _nearest(x, centres, active):
+    """Index of the nearest active centre for every row."""
+    distances = _squared_distances(x, centres)
+    return jnp.argmin(jnp.where(active, distances, jnp.inf), axis=1)
+
+
+def _lloyd(x, row_weights, centres, active, num_steps: int):
     """Lloyd's k-means iterations; a centre that loses all its rows stays put."""
     num_components = centres.shape[0]
 
     def step(_, centres):
-        labels = jnp.argmin(_squared_distances(x, centres), axis=1)
-        onehot = jax.nn.one_hot(labels, num_components, dtype=x.dtype)
+        onehot = jax.nn.one_hot(_nearest(x, centres, active), num_components,
+                                dtype=x.dtype)
+        onehot = onehot * row_weights[:, None]
         counts = jnp.sum(onehot, axis=0)
         sums = jnp.matmul(onehot.T, x, precision=_HIGHEST)
         return jnp.where(
@@ -342,78 +630,148 @@ def _lloyd(x, centres, num_steps: int):
     return jax.lax.fori_loop(0, num_steps, step, centres)
 
 
-def _initial_params(rng_key, x, num_components, covariance_type, init_method,
-                    reg_covar, prior):
+def _initial_params(rng_key, x, row_weights, active, num_components,
+                    covariance_type, init_method, reg_covar, prior):
     """Initial GMMParams: centres, then one M-step from hard assignments to them.
 
     "kmeans++": k-means++ seeds refined by ``_LLOYD_STEPS`` Lloyd iterations.
-    "random_from_data": k distinct rows drawn uniformly.
+    "random_from_data": k distinct real rows drawn uniformly.
     """
+    num_active = jnp.sum(active)
     if init_method == "kmeans++":
-        centres = _kmeans_plus_plus(rng_key, x, num_components)
-        centres = _lloyd(x, centres, _LLOYD_STEPS)
+        centres = _kmeans_plus_plus(rng_key, x, row_weights, num_components,
+                                    num_active)
+        centres = _lloyd(x, row_weights, centres, active, _LLOYD_STEPS)
     else:
-        rows = jax.random.choice(rng_key, x.shape[0], (num_components,), replace=False)
+        # Uniform over real rows; the first K of the draws do not depend on how
+        # many are drawn (Gumbel top-k), as the sweep's padding needs.
+        drawable = (row_weights > 0).astype(x.dtype)
+        rows = jax.random.choice(
+            rng_key, x.shape[0], (num_components,), replace=False,
+            p=drawable / jnp.sum(drawable),
+        )
         centres = x[rows]
-    labels = jnp.argmin(_squared_distances(x, centres), axis=1)
-    resp = jax.nn.one_hot(labels, num_components, dtype=x.dtype)
-    return m_step(x, resp, covariance_type, reg_covar=reg_covar, prior=prior)
+    resp = jax.nn.one_hot(_nearest(x, centres, active), num_components,
+                          dtype=x.dtype)
+    return m_step(x, resp, covariance_type, reg_covar=reg_covar, prior=prior,
+                  row_weights=row_weights, active=active)
 
 
 # ------------------------------------------------------------------- jitted core
 
 
-def _two_pass_mean(x):
-    """Column means, corrected by the mean of the residuals (float32 safe)."""
-    centre = jnp.mean(x, axis=0)
-    return centre + jnp.mean(x - centre, axis=0)
+def _weighted_centre(x, row_weights):
+    """Weighted column means, corrected by the mean residual (float32 safe)."""
+    total = jnp.sum(row_weights)
+    centre = jnp.matmul(row_weights, x, precision=_HIGHEST) / total
+    return centre + jnp.matmul(row_weights, x - centre, precision=_HIGHEST) / total
+
+
+def _mean_log_likelihood(params, x, row_weights, num_rows, covariance_type):
+    log_norm = e_step(params, x, covariance_type)[1]
+    return jnp.sum(jnp.where(row_weights > 0, row_weights * log_norm, 0.0)) / num_rows
+
+
+class _Problem(NamedTuple):
+    """What every restart of one fit shares (inside the jitted core)."""
+
+    centred: jax.Array  # x minus the weighted data centre
+    row_weights: jax.Array  # (n,) 1 for a row, 0 for padding
+    num_rows: jax.Array  # sum of the row weights
+    centre: jax.Array
+    prior: GMMPrior | None  # with mean_prior centred
+    reseed_covariance: jax.Array
+    pairs: jax.Array | None  # row_pairs(centred) for "full" when they fit
+
+
+def _problem(x, row_weights, reg_covar, prior, covariance_type) -> _Problem:
+    centre = _weighted_centre(x, row_weights)
+    centred = x - centre
+    if prior is not None:
+        prior = prior._replace(mean_prior=prior.mean_prior - centre)
+    num_rows, num_features = x.shape
+    pairs = None
+    if (covariance_type == "full"
+            and num_rows * num_features * (num_features + 1) // 2
+            <= PAIRS_MAX_ELEMENTS):
+        pairs = row_pairs(centred)
+    return _Problem(
+        centred, row_weights, jnp.sum(row_weights), centre, prior,
+        _reseed_covariance(centred, row_weights, covariance_type, reg_covar),
+        pairs,
+    )
+
+
+def _run_restart(problem: _Problem, key, start, active, tol, reg_covar, *,
+                 num_components, covariance_type, init_method, max_iters):
+    """One restart: initialise (unless ``start`` is given), run EM, check it.
+
+    Returns (EMResult in the data's units, number of reseeds, failed).
+    """
+    if start is None:
+        start = _initial_params(
+            key, problem.centred, problem.row_weights, active, num_components,
+            covariance_type, init_method, reg_covar, problem.prior,
+        )
+    else:
+        start = start._replace(means=start.means - problem.centre)
+    step_fn = partial(
+        _em_step,
+        x=problem.centred,
+        row_weights=problem.row_weights,
+        num_rows=problem.num_rows,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        prior=problem.prior,
+        reseed_covariance=problem.reseed_covariance,
+        active=active,
+        pairs=problem.pairs,
+    )
+    state, num_iters, converged, trace = run_em(
+        step_fn,
+        _State(start, jnp.zeros((), jnp.int32)),
+        max_iters=max_iters,
+        tol=tol,
+        dtype=problem.centred.dtype,
+    )
+    return _finish(problem, state.params, state.num_reseeds, num_iters, converged,
+                   trace, covariance_type)
+
+
+def _finish(problem: _Problem, params, num_reseeds, num_iters, converged, trace,
+            covariance_type):
+    """Recompute the objective at the final params and mark non-finite fits."""
+    value = _mean_log_likelihood(params, problem.centred, problem.row_weights,
+                                 problem.num_rows, covariance_type)
+    if problem.prior is not None:
+        value = value + log_prior(params, problem.prior, covariance_type) / (
+            problem.num_rows
+        )
+    finite_params = jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in params])
+    )
+    failed = ~(jnp.isfinite(value) & finite_params)
+    params = params._replace(means=params.means + problem.centre)
+    result = EMResult(params, value, num_iters, converged & ~failed, trace)
+    return result, num_reseeds, failed
 
 
 @partial(
     jax.jit,
     static_argnames=("num_components", "covariance_type", "init_method", "max_iters"),
 )
-def _fit(x, init_params, keys, tol, reg_covar, prior, *, num_components,
-         covariance_type, init_method, max_iters):
+def _fit(x, row_weights, init_params, keys, tol, reg_covar, prior, *,
+         num_components, covariance_type, init_method, max_iters):
     """All restarts of EM (vmap over ``keys``), each one lax.while_loop."""
-    centre = _two_pass_mean(x)
-    centred = x - centre
-    if prior is not None:
-        prior = prior._replace(mean_prior=prior.mean_prior - centre)
-    reseed_covariance = _reseed_covariance(centred, covariance_type, reg_covar)
-    step_fn = partial(
-        _em_step,
-        x=centred,
-        covariance_type=covariance_type,
-        reg_covar=reg_covar,
-        prior=prior,
-        reseed_covariance=reseed_covariance,
-    )
+    problem = _problem(x, row_weights, reg_covar, prior, covariance_type)
+    active = jnp.ones((num_components,), bool)
 
     def one_restart(key, start):
-        if start is None:
-            start = _initial_params(
-                key, centred, num_components, covariance_type, init_method,
-                reg_covar, prior,
-            )
-        else:
-            start = start._replace(means=start.means - centre)
-        state, num_iters, converged, trace = run_em(
-            step_fn,
-            _State(start, jnp.zeros((), jnp.int32)),
-            max_iters=max_iters,
-            tol=tol,
-            dtype=centred.dtype,
+        return _run_restart(
+            problem, key, start, active, tol, reg_covar,
+            num_components=num_components, covariance_type=covariance_type,
+            init_method=init_method, max_iters=max_iters,
         )
-        params = state.params
-        value = objective(params, centred, covariance_type, prior)
-        finite_params = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in params])
-        )
-        failed = ~(jnp.isfinite(value) & finite_params)
-        params = params._replace(means=params.means + centre)
-        result = EMResult(params, value, num_iters, converged & ~failed, trace)
-        return result, state.num_reseeds, failed
 
     return jax.vmap(one_restart)(keys, init_params)
 
@@ -431,21 +789,7 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
             f"({num_rows}); every component needs data: use num_components <= "
             f"{num_rows}"
         )
-    constant = np.flatnonzero(np.ptp(x, axis=0) == 0).tolist()
-    if constant:
-        if reg_covar == 0 and prior is None:
-            raise ValueError(
-                f"x has constant column(s) {constant}: their variance is 0 and, "
-                f"with reg_covar=0, the covariances are singular. Drop the "
-                f"column(s), set reg_covar > 0 or give a prior"
-            )
-        warnings.warn(
-            f"x has constant column(s) {constant}: their variance in every "
-            f"component is the floor (reg_covar={reg_covar} or the prior); "
-            f"consider dropping them",
-            DataWarning,
-            stacklevel=4,
-        )
+    check_constant_columns(np.ptp(x, axis=0) > 0, reg_covar, prior)
     # A column with >= k distinct values proves >= k distinct rows; only fall
     # back to the (slower) row-wise unique when no column does.
     if not any(len(np.unique(x[:, j])) >= num_components for j in range(num_features)):
@@ -459,6 +803,26 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
                 stacklevel=4,
             )
     return x
+
+
+def check_constant_columns(varying, reg_covar, prior) -> None:
+    """Refuse constant columns without a floor; warn about them otherwise."""
+    constant = np.flatnonzero(~np.asarray(varying)).tolist()
+    if not constant:
+        return
+    if reg_covar == 0 and prior is None:
+        raise ValueError(
+            f"x has constant column(s) {constant}: their variance is 0 and, "
+            f"with reg_covar=0, the covariances are singular. Drop the "
+            f"column(s), set reg_covar > 0 or give a prior"
+        )
+    warnings.warn(
+        f"x has constant column(s) {constant}: their variance in every "
+        f"component is the floor (reg_covar={reg_covar} or the prior); "
+        f"consider dropping them",
+        DataWarning,
+        stacklevel=5,
+    )
 
 
 def _check_init(init, num_features, covariance_type, num_restarts, dtype):
@@ -495,30 +859,94 @@ def fit_gaussian_mixture_restarts(
     reg_covar: float = 1e-6,
     prior: GMMPrior | None = None,
     rng_key=None,
+    devices=None,
 ) -> GMMRestarts:
     """Run every restart of ``fit_gaussian_mixture`` and return them all.
 
     Same arguments as ``fit_gaussian_mixture``; nothing is raised when restarts
     fail (``failed``, ``best_index == -1``), and only data warnings are emitted.
     """
+    return _fit_restarts(
+        x, num_components, covariance_type=covariance_type, init=init,
+        num_restarts=num_restarts, max_iters=max_iters, tol=tol,
+        reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
+    )[0]
+
+
+def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
+                  max_iters, tol, reg_covar, prior, rng_key, devices):
+    """(GMMRestarts, (d,) True for the non-constant columns of x)."""
+    options = _check_options(num_components, covariance_type, num_restarts,
+                             max_iters, tol, reg_covar)
+    if isinstance(x, ChunkedRows):
+        # Imported here: the streaming module builds on this one.
+        from inference.em.gaussian_mixture_streaming import fit_streaming
+
+        return fit_streaming(
+            x, num_components, covariance_type=covariance_type, init=init,
+            num_restarts=num_restarts, max_iters=max_iters, tol=tol,
+            reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
+        )
+    x = _check_data(x, num_components, covariance_type, reg_covar, prior)
+    varying = np.ptp(x, axis=0) > 0
+    num_rows, num_features = x.shape
+    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype))
+    prior = _prepare_prior(prior, num_components, num_features, dtype)
+    init_method, init_params, keys = _starts(
+        init, rng_key, num_features, covariance_type, options.num_restarts, dtype
+    )
+    x, row_weights, (init_params, keys, prior) = place_rows(
+        x, check_devices(devices), (init_params, keys, prior)
+    )
+    results, num_reseeds, failed = _fit(
+        x,
+        row_weights,
+        init_params,
+        keys,
+        jnp.asarray(tol, dtype),
+        jnp.asarray(reg_covar, dtype),
+        prior,
+        num_components=num_components,
+        covariance_type=covariance_type,
+        init_method=init_method,
+        max_iters=options.max_iters,
+    )
+    return collect_restarts(results, num_reseeds, failed), varying
+
+
+class _Options(NamedTuple):
+    num_components: int
+    num_restarts: int
+    max_iters: int
+
+
+def _check_options(num_components, covariance_type, num_restarts, max_iters, tol,
+                   reg_covar) -> _Options:
+    """Validate the scalar options shared by the in-memory and streaming fits."""
     num_components = check_int("num_components", num_components, minimum=1)
     check_covariance_type(covariance_type)
     num_restarts = check_int("num_restarts", num_restarts, minimum=1)
     max_iters = check_int("max_iters", max_iters, minimum=0)
     check_nonnegative("tol", tol)
     check_nonnegative("reg_covar", reg_covar)
-    x = _check_data(x, num_components, covariance_type, reg_covar, prior)
-    num_rows, num_features = x.shape
-    x = jnp.asarray(x)
-    dtype = x.dtype
-    if prior is not None:
-        prior = check_prior(prior, num_components, num_features, for_map=True)
-        prior = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), prior)
-        prior = prior._replace(
-            weight_concentration=jnp.broadcast_to(
-                prior.weight_concentration, (num_components,)
-            )
+    return _Options(num_components, num_restarts, max_iters)
+
+
+def _prepare_prior(prior, num_components, num_features, dtype):
+    """A checked prior in ``dtype`` with (k,) weight concentrations, or None."""
+    if prior is None:
+        return None
+    prior = check_prior(prior, num_components, num_features, for_map=True)
+    prior = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), prior)
+    return prior._replace(
+        weight_concentration=jnp.broadcast_to(
+            prior.weight_concentration, (num_components,)
         )
+    )
+
+
+def _starts(init, rng_key, num_features, covariance_type, num_restarts, dtype):
+    """(init_method, batched GMMParams or None, one key per restart)."""
     init_method, init_params, num_restarts = _check_init(
         init, num_features, covariance_type, num_restarts, dtype
     )
@@ -529,19 +957,11 @@ def fit_gaussian_mixture_restarts(
                 f"rng_key=jax.random.key(0)"
             )
         rng_key = jax.random.key(0)
-    keys = jax.random.split(rng_key, num_restarts)
-    results, num_reseeds, failed = _fit(
-        x,
-        init_params,
-        keys,
-        jnp.asarray(tol, dtype),
-        jnp.asarray(reg_covar, dtype),
-        prior,
-        num_components=num_components,
-        covariance_type=covariance_type,
-        init_method=init_method,
-        max_iters=max_iters,
-    )
+    return init_method, init_params, jax.random.split(rng_key, num_restarts)
+
+
+def collect_restarts(results: EMResult, num_reseeds, failed) -> GMMRestarts:
+    """GMMRestarts with the best finite restart (highest objective) marked."""
     failed = np.asarray(failed)
     scores = np.where(failed, -np.inf, np.asarray(results.log_likelihood))
     best_index = -1 if failed.all() else int(np.argmax(scores))
@@ -560,6 +980,7 @@ def fit_gaussian_mixture(
     reg_covar: float = 1e-6,
     prior: GMMPrior | None = None,
     rng_key=None,
+    devices=None,
 ) -> EMResult:
     """Fit a Gaussian mixture by EM (maximum likelihood, or MAP with ``prior``).
 
@@ -571,6 +992,9 @@ def fit_gaussian_mixture(
 
     Args:
       x: (n, d) data, n >= 2; float32 stays float32, integers become float64.
+        Or a ``data.chunks.ChunkedRows`` (a memory-mapped .npy, parquet record
+        batches, a chunk factory) for exact out-of-core EM: every iteration
+        streams the chunks (``inference.em.gaussian_mixture_streaming``).
       num_components: k, 1 <= k <= n.
       covariance_type: "full", "tied", "diag" or "spherical".
       init: "kmeans++" (k-means++ seeding plus 10 Lloyd steps, in JAX) or
@@ -589,6 +1013,12 @@ def fit_gaussian_mixture(
         .model`` (then the objective is the mean log posterior per row); None for
         maximum likelihood.
       rng_key: JAX PRNG key; required unless ``init`` is a GMMParams.
+      devices: None (JAX's default device), an int m (the first m of
+        ``jax.devices()``) or a list of devices: data-parallel EM with the rows
+        sharded over the devices (``inference.sharding``); the result equals
+        the one-device fit up to floating-point summation order (and exactly
+        the same starts when n is a multiple of the device count; otherwise the
+        zero-weight padding rows change the random draws of the starts).
 
     Returns:
       EMResult of the best restart: ``params`` (GMMParams in the units of x),
@@ -604,17 +1034,10 @@ def fit_gaussian_mixture(
       DataWarning: constant columns, fewer distinct rows than components, empty
         components reseeded, or components collapsed onto the reg_covar floor.
     """
-    restarts = fit_gaussian_mixture_restarts(
-        x,
-        num_components,
-        covariance_type=covariance_type,
-        init=init,
-        num_restarts=num_restarts,
-        max_iters=max_iters,
-        tol=tol,
-        reg_covar=reg_covar,
-        prior=prior,
-        rng_key=rng_key,
+    restarts, varying = _fit_restarts(
+        x, num_components, covariance_type=covariance_type, init=init,
+        num_restarts=num_restarts, max_iters=max_iters, tol=tol,
+        reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
     )
     if restarts.best_index < 0:
         raise FloatingPointError(
@@ -626,7 +1049,6 @@ def fit_gaussian_mixture(
     best = jax.tree_util.tree_map(lambda a: a[restarts.best_index], restarts.results)
     # Constant columns were warned about already; their variance is the floor by
     # construction and must not be reported as a collapse.
-    varying = np.ptp(np.asarray(x), axis=0) > 0
     _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
                     varying)
     return best

@@ -1,0 +1,287 @@
+"""Out-of-core EM for the Gaussian mixture: every iteration streams the chunks.
+
+The M-step needs only the sufficient statistics ``GMMStats`` (sums over rows), so
+one EM iteration reads the rows chunk by chunk, adds up each chunk's statistics
+and then updates the parameters: the same iteration as in memory, summed in
+another order (``inference.em.gaussian_mixture``). Memory holds one chunk and
+the statistics, whatever the number of rows.
+
+The data live on the host, so the loop over iterations and chunks is a Python
+loop (a ``lax.while_loop`` cannot read a file); each piece inside it is compiled
+once: the statistics of a chunk (every chunk is padded to ``chunk_rows`` rows of
+weight zero, so all chunks share one program, and restarts run under ``vmap``),
+their sum, and the M-step. The stopping rule is ``inference.em.driver``'s, per
+restart: a restart that has stopped keeps its parameters while the others go on.
+
+Passes over the data:
+  1. float64 column sums and cross-products on the host: n, the centre, the
+     data covariance (for reseeding), constant columns;
+  2. (random starts only) a uniform random sample of ``INIT_SAMPLE_ROWS`` rows
+     (all rows when n is smaller, so the starts equal the in-memory ones), on
+     which k-means++ and Lloyd run in memory;
+  3. one pass per EM iteration, and one more for the objective at the final
+     parameters.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data.chunks import ChunkedRows
+from inference.em.driver import EMResult, stopping_rule_met
+from inference.em.gaussian_mixture import (
+    _initial_params,
+    _mean_log_likelihood,
+    _prepare_prior,
+    _reseed_covariance_from,
+    _starts,
+    _State,
+    _update,
+    add_statistics,
+    check_constant_columns,
+    collect_restarts,
+    statistics,
+)
+from inference.sharding import check_devices, padded_rows, place_rows
+from models.gaussian_mixture import log_prior
+
+__all__ = ["INIT_SAMPLE_ROWS", "fit_streaming"]
+
+# k-means++ and Lloyd need the rows in memory: they run on a uniform sample of
+# this many rows (a start only needs to land in the right basins).
+INIT_SAMPLE_ROWS = 100_000
+
+
+class _Moments:
+    """First pass: row count, centre, covariance, constant columns (float64)."""
+
+    def __init__(self, source: ChunkedRows):
+        origin = total = cross = low = high = None
+        num_rows = 0
+        dtype = None
+        for chunk in source:
+            if origin is None:
+                # Sums about the first chunk's mean keep the float64 cross
+                # products accurate for data far from the origin.
+                origin = chunk.mean(axis=0, dtype=np.float64)
+                total = np.zeros_like(origin)
+                cross = np.zeros((origin.size, origin.size))
+                low, high = chunk.min(axis=0), chunk.max(axis=0)
+                dtype = chunk.dtype
+            deviations = chunk.astype(np.float64) - origin
+            total += deviations.sum(axis=0)
+            cross += deviations.T @ deviations
+            low = np.minimum(low, chunk.min(axis=0))
+            high = np.maximum(high, chunk.max(axis=0))
+            num_rows += chunk.shape[0]
+        if num_rows == 0:
+            raise ValueError(f"{source.description} holds no rows; nothing to fit")
+        mean_deviation = total / num_rows
+        self.num_rows = num_rows
+        self.centre = origin + mean_deviation
+        self.covariance = cross / num_rows - np.outer(mean_deviation, mean_deviation)
+        self.varying = high > low
+        self.dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _check_source(moments: _Moments, num_components, reg_covar, prior):
+    """The in-memory fit's checks that need the data (see ``_check_data``)."""
+    if moments.num_rows < 2:
+        raise ValueError(f"x has {moments.num_rows} row(s); EM needs at least 2")
+    if num_components > moments.num_rows:
+        raise ValueError(
+            f"num_components={num_components} exceeds the number of rows of x "
+            f"({moments.num_rows}); use num_components <= {moments.num_rows}"
+        )
+    check_constant_columns(moments.varying, reg_covar, prior)
+
+
+def _sample_rows(source: ChunkedRows, num_rows: int, rng_key) -> np.ndarray:
+    """All rows if n <= INIT_SAMPLE_ROWS, else a uniform sample without replacement."""
+    if num_rows <= INIT_SAMPLE_ROWS:
+        return np.concatenate(list(source))
+    chosen = np.sort(np.asarray(
+        jax.random.choice(rng_key, num_rows, (INIT_SAMPLE_ROWS,), replace=False)
+    ))
+    parts, start = [], 0
+    for chunk in source:
+        stop = start + chunk.shape[0]
+        inside = chosen[(chosen >= start) & (chosen < stop)] - start
+        parts.append(chunk[inside])
+        start = stop
+    return np.concatenate(parts)
+
+
+@partial(jax.jit, static_argnames=("num_components", "covariance_type",
+                                   "init_method"))
+def _initial_starts(sample, keys, reg_covar, prior, *, num_components,
+                    covariance_type, init_method):
+    """Starts (centred coordinates) of every restart from the in-memory sample."""
+    weights = jnp.ones(sample.shape[0], sample.dtype)
+    active = jnp.ones((num_components,), bool)
+    return jax.vmap(
+        lambda key: _initial_params(key, sample, weights, active, num_components,
+                                    covariance_type, init_method, reg_covar, prior)
+    )(keys)
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _chunk_statistics(params, chunk, row_weights, *, covariance_type):
+    """GMMStats of one chunk for every restart (vmap over the params)."""
+    return jax.vmap(lambda p: statistics(p, chunk, row_weights, covariance_type))(
+        params
+    )
+
+
+_add = jax.jit(jax.vmap(add_statistics))
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _step(params, stats, num_rows, reg_covar, prior, reseed_covariance, *,
+          covariance_type):
+    """Objective at ``params`` and the M-step with reseeding, for every restart."""
+
+    def one(params, stats):
+        value = stats.log_likelihood / num_rows
+        if prior is not None:
+            value = value + log_prior(params, prior, covariance_type) / num_rows
+        new_params, num_empty = _update(params, stats, num_rows, covariance_type,
+                                        reg_covar, prior, reseed_covariance)
+        return value, new_params, num_empty
+
+    return jax.vmap(one)(params, stats)
+
+
+@partial(jax.jit, static_argnames=("covariance_type",))
+def _chunk_log_likelihood(params, chunk, row_weights, *, covariance_type):
+    """sum_i v_i log p(x_i | theta) over one chunk, for every restart."""
+    return jax.vmap(
+        lambda p: _mean_log_likelihood(p, chunk, row_weights, 1.0, covariance_type)
+    )(params)
+
+
+_select = jax.jit(
+    lambda running, new, old: jax.tree_util.tree_map(
+        lambda a, b: jnp.where(running.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+        new, old,
+    )
+)
+
+
+def _padded_chunks(source: ChunkedRows, centre, dtype, devices):
+    """Centred chunks padded to one shape with zero-weight rows (and sharded)."""
+    size = padded_rows(source.chunk_rows, devices)
+    for chunk in source:
+        rows = chunk.shape[0]
+        centred = np.zeros((size, chunk.shape[1]), dtype)
+        centred[:rows] = chunk - centre
+        weights = np.zeros(size, dtype)
+        weights[:rows] = 1.0
+        placed, _, (weights,) = place_rows(centred, devices, (jnp.asarray(weights),))
+        yield placed, weights
+
+
+def fit_streaming(source: ChunkedRows, num_components, *, covariance_type, init,
+                  num_restarts, max_iters, tol, reg_covar, prior, rng_key,
+                  devices):
+    """Out-of-core ``fit_gaussian_mixture_restarts``: (GMMRestarts, varying).
+
+    Arguments as ``fit_gaussian_mixture`` (already checked by the caller where
+    they need no data); ``source`` is read 3 + (iterations) times.
+    """
+    devices = check_devices(devices)
+    moments = _Moments(source)
+    _check_source(moments, num_components, reg_covar, prior)
+    dtype = moments.dtype
+    num_features = source.num_columns
+    centre = moments.centre.astype(dtype)
+    prior = _prepare_prior(prior, num_components, num_features, dtype)
+    if prior is not None:
+        prior = prior._replace(mean_prior=prior.mean_prior - centre)
+    init_method, params, keys = _starts(
+        init, rng_key, num_features, covariance_type, num_restarts, dtype
+    )
+    if params is None:
+        sample_key = jax.random.fold_in(keys[0], 1)
+        sample = _sample_rows(source, moments.num_rows, sample_key)
+        params = _initial_starts(
+            jnp.asarray(sample - centre, dtype), keys, jnp.asarray(reg_covar, dtype),
+            prior, num_components=num_components, covariance_type=covariance_type,
+            init_method=init_method,
+        )
+    else:
+        params = params._replace(means=params.means - centre)
+    num_restarts = params.weights.shape[0]
+    reseed_covariance = _reseed_covariance_from(
+        jnp.asarray(moments.covariance, dtype), covariance_type,
+        jnp.asarray(reg_covar, dtype),
+    )
+    num_rows = jnp.asarray(moments.num_rows, dtype)
+    chunks = partial(_padded_chunks, source, centre, dtype, devices)
+
+    def pass_statistics(params):
+        total = None
+        for chunk, weights in chunks():
+            stats = _chunk_statistics(params, chunk, weights,
+                                      covariance_type=covariance_type)
+            total = stats if total is None else _add(total, stats)
+        return total
+
+    state = _State(params, jnp.zeros(num_restarts, jnp.int32))
+    objective = np.full(num_restarts, -np.inf)
+    delta = np.full(num_restarts, np.inf)
+    num_iters = np.zeros(num_restarts, np.int32)
+    trace = np.full((num_restarts, max_iters), np.nan)
+    running = np.ones(num_restarts, bool)
+    for iteration in range(max_iters):
+        stats = pass_statistics(state.params)
+        value, new_params, num_empty = _step(
+            state.params, stats, num_rows, jnp.asarray(reg_covar, dtype), prior,
+            reseed_covariance, covariance_type=covariance_type,
+        )
+        value = np.asarray(value, np.float64)
+        mask = jnp.asarray(running)
+        state = _State(
+            _select(mask, new_params, state.params),
+            state.num_reseeds + jnp.where(mask, num_empty, 0),
+        )
+        trace[running, iteration] = value[running]
+        delta = np.where(running, np.abs(value - objective), delta)
+        objective = np.where(running, value, objective)
+        num_iters += running
+        # The driver's keep_going rule, restart by restart.
+        stopped = ~np.isfinite(objective) | np.asarray(
+            stopping_rule_met(objective, delta, tol, 0.0)
+        )
+        running &= ~stopped
+        if not running.any():
+            break
+    converged = np.asarray(stopping_rule_met(objective, delta, tol, 0.0))
+
+    params = state.params
+    total = np.zeros(num_restarts)
+    for chunk, weights in chunks():
+        total += np.asarray(_chunk_log_likelihood(
+            params, chunk, weights, covariance_type=covariance_type
+        ))
+    value = total / moments.num_rows
+    if prior is not None:
+        value = value + np.asarray(
+            jax.vmap(lambda p: log_prior(p, prior, covariance_type))(params)
+        ) / moments.num_rows
+    finite_params = np.all(
+        [np.all(np.isfinite(np.asarray(leaf)), axis=tuple(range(1, leaf.ndim)))
+         for leaf in params], axis=0,
+    )
+    failed = ~(np.isfinite(value) & finite_params)
+    params = params._replace(means=params.means + centre)
+    results = EMResult(
+        params,
+        jnp.asarray(value, dtype),
+        jnp.asarray(num_iters),
+        jnp.asarray(converged & ~failed),
+        jnp.asarray(trace, dtype),
+    )
+    return collect_restarts(results, state.num_reseeds, failed), moments.varying
