@@ -5,10 +5,16 @@
         [--iters 10] [--repeats 3] [--restarts 10] [--restart-n 10000] [--full]
         [--out out/benchmark_gmm.md] [--seed 0] [--quiet]
     python scripts/benchmark.py multinomial [--quick] [...]
+    python scripts/benchmark.py scale [--quick] [--full] [--device auto] [...]
 
 ``multinomial``: our multinomial-mixture EM against the reference tutorial's
 algorithm on the Complete Journey, and the reference's whole K-sweep protocol;
 see ``scripts/benchmark_multinomial.py``.
+
+``scale``: time per iteration and peak memory against the number of rows
+(in memory and out of core), sharded against single-device fits, sparse against
+dense multinomial EM, and K sweeps in one program against separate fits; see
+``scripts/benchmark_scale.py``.
 
 ``gmm``: ``inference.em.fit_gaussian_mixture`` against scikit-learn's
 ``GaussianMixture``, both started from the same parameters (``weights_init``,
@@ -57,8 +63,16 @@ numpyro.enable_x64()  # float64 runs need it; float32 data stay float32
 
 import _runtime as rt  # noqa: E402
 import benchmark_multinomial  # noqa: E402
+import benchmark_scale  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from _bench import (  # noqa: E402
+    choice_list,
+    int_list,
+    simulate,  # noqa: F401 (part of this module's interface, used by tests)
+    start_params,
+    timed,
+)
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 
@@ -76,32 +90,6 @@ RESTART_TARGET = 3.0  # issue 3: 10 restarts at most 3x one restart
 
 
 # --- gmm: problem set-up ----------------------------------------------------------
-
-
-def simulate(num_rows, num_features, num_components, dtype, seed):
-    """Rows of a random mixture: means ~ N(0, 3^2 I), unit-variance components."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, 3.0, (num_components, num_features))
-    labels = rng.integers(0, num_components, num_rows)
-    x = centres[labels] + rng.normal(size=(num_rows, num_features))
-    return x.astype(dtype)
-
-
-def start_params(x, num_components, covariance_type, seed) -> GMMParams:
-    """One start for both libraries: k distinct rows as means, the data covariance
-    in the covariance type's form, equal weights (as GMMParams: full matrices)."""
-    rng = np.random.default_rng(seed + 1)
-    num_features = x.shape[1]
-    rows = rng.choice(len(x), num_components, replace=False)
-    covariance = np.cov(x.T.astype(np.float64), bias=True).reshape(
-        num_features, num_features)
-    if covariance_type == "diag":
-        covariance = np.diag(np.diag(covariance))
-    elif covariance_type == "spherical":
-        covariance = np.mean(np.diag(covariance)) * np.eye(num_features)
-    covariances = np.broadcast_to(covariance, (num_components,) + covariance.shape)
-    return GMMParams(np.full(num_components, 1.0 / num_components, x.dtype),
-                     x[rows].copy(), covariances.astype(x.dtype).copy())
 
 
 def sklearn_precisions(params: GMMParams, covariance_type):
@@ -146,12 +134,6 @@ def fit_restarts(x, num_components, covariance_type, iters, num_restarts, seed):
                                       tol=0.0, reg_covar=REG_COVAR,
                                       rng_key=jax.random.key(seed))
     return jax.block_until_ready(result)
-
-
-def timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
 
 
 def interleaved_medians(fns, repeats):
@@ -322,45 +304,20 @@ def run_gmm(args, command) -> int:
 # --- command line -----------------------------------------------------------------
 
 
-def _int_list(text):
-    try:
-        values = tuple(int(float(item)) for item in text.split(",") if item)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 10000,1e5, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
-
-
-def _choices(allowed):
-    def parse(text):
-        values = tuple(item for item in text.split(",") if item)
-        unknown = [item for item in values if item not in allowed]
-        if not values or unknown:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated subset of {','.join(allowed)}, got "
-                f"{text!r}")
-        return values
-
-    return parse
-
-
 def add_gmm_parser(subparsers):
     parser = subparsers.add_parser(
         "gmm", help="Gaussian-mixture EM against scikit-learn's GaussianMixture",
         description="Gaussian-mixture EM against scikit-learn's GaussianMixture "
         "(module docstring for the protocol).")
-    parser.add_argument("--n", type=_int_list, help="rows, e.g. 10000,1e5 "
+    parser.add_argument("--n", type=int_list, help="rows, e.g. 10000,1e5 "
                         "(default 1e4,1e5; --full: 1e4,1e5,1e6)")
-    parser.add_argument("--d", type=_int_list,
+    parser.add_argument("--d", type=int_list,
                         help="features (default 16; --full: 2,16,64)")
-    parser.add_argument("--k", type=_int_list,
+    parser.add_argument("--k", type=int_list,
                         help="components (default 16; --full: 4,16,64)")
-    parser.add_argument("--covariance-types", type=_choices(COVARIANCE_TYPES),
+    parser.add_argument("--covariance-types", type=choice_list(COVARIANCE_TYPES),
                         help="default: all of " + ",".join(COVARIANCE_TYPES))
-    parser.add_argument("--dtypes", type=_choices(DTYPES),
+    parser.add_argument("--dtypes", type=choice_list(DTYPES),
                         help="default: float64,float32")
     parser.add_argument("--full", action="store_true",
                         help="the full grid of issue 3 (hours on 2 cores)")
@@ -388,8 +345,9 @@ def parse_args(argv=None):
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     gmm = add_gmm_parser(subparsers)
     benchmark_multinomial.add_multinomial_parser(subparsers)
+    benchmark_scale.add_scale_parser(subparsers)
     args = parser.parse_args(argv)
-    if args.benchmark != "gmm":  # the multinomial parser validates its own options
+    if args.benchmark != "gmm":  # the other parsers validate their own options
         return args
     for name in ("iters", "repeats"):
         if getattr(args, name) < 1:

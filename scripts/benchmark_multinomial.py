@@ -49,7 +49,6 @@ fast look (K in 2, 10, 30 for both parts; about two minutes on 2 cores). Exit
 status: 0 ok, 2 bad arguments, 5 output not writable.
 """
 
-import argparse
 import os
 import platform
 import time
@@ -61,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import reference_mnmm as ref
+from _bench import choice_list, int_list, positive, timed
 
 from data.shoppers import load_complete_journey, split_by_time, take_baskets
 from data.validation import DataWarning
@@ -92,12 +92,6 @@ def load_training(rows, seed):
     return train, test
 
 
-def timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
-
-
 # --- part 1: time per iteration ---------------------------------------------------
 
 
@@ -117,7 +111,8 @@ def reference_per_iteration(sample, num_components, iters, rng):
     return min(times)
 
 
-def ours_call_seconds(counts, num_components, restarts, iters, dtype, repeats, seed):
+def ours_call_seconds(counts, num_components, restarts, iters, dtype, repeats, seed,
+                      layout="auto"):
     """Fastest of ``repeats`` warm calls running exactly ``iters`` iterations."""
     def call():
         with warnings.catch_warnings():
@@ -126,14 +121,15 @@ def ours_call_seconds(counts, num_components, restarts, iters, dtype, repeats, s
             result = fit_multinomial_mixture(
                 counts, num_components, num_restarts=restarts,
                 rng_key=jax.random.key(seed), tol=0.0, rtol=0.0, max_iters=iters,
-                dtype=jnp.dtype(dtype))
+                dtype=jnp.dtype(dtype), layout=layout)
         return jax.block_until_ready(result)
 
     call()  # compiles (max_iters sizes the trace, so each count compiles once)
     return min(timed(call)[0] for _ in range(repeats))
 
 
-def ours_per_iteration(counts, num_components, restarts, iters, dtype, repeats, seed):
+def ours_per_iteration(counts, num_components, restarts, iters, dtype, repeats, seed,
+                       layout="auto"):
     """(seconds per iteration and restart, fixed seconds per call) of our EM.
 
     A call with ``max_iters=0`` does everything but iterate (validation, folding
@@ -142,9 +138,9 @@ def ours_per_iteration(counts, num_components, restarts, iters, dtype, repeats, 
     restarts, is what an iteration of one restart costs.
     """
     fixed = ours_call_seconds(counts, num_components, restarts, 0, dtype, repeats,
-                              seed)
+                              seed, layout)
     total = ours_call_seconds(counts, num_components, restarts, iters, dtype,
-                              repeats, seed)
+                              repeats, seed, layout)
     # Noise can push the difference below zero when iterations are very cheap;
     # the whole call divided by its iterations then bounds the cost from above.
     per_iteration = (total - fixed) / iters if total > fixed else total / iters
@@ -396,41 +392,6 @@ def run_multinomial(args, command) -> int:
 # --- command line -----------------------------------------------------------------
 
 
-def _int_list(text):
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 2,10,30, got {text!r}"
-        ) from None
-    if not values or min(values) < 1 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct integers >= 1, got {text!r}")
-    return values
-
-
-def _dtypes(text):
-    values = tuple(item for item in text.split(",") if item)
-    if not values or any(item not in DTYPES for item in values):
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated subset of {','.join(DTYPES)}, got {text!r}")
-    return values
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a value > 0, got {text!r}")
-        return value
-
-    return parse
-
-
 def add_multinomial_parser(subparsers):
     parser = subparsers.add_parser(
         "multinomial",
@@ -440,32 +401,32 @@ def add_multinomial_parser(subparsers):
         "scripts/benchmark_multinomial.py for the protocol).")
     parser.add_argument("--quick", action="store_true",
                         help="K in 2,10,30 for both parts (about two minutes)")
-    parser.add_argument("--k", type=_int_list, default=None,
+    parser.add_argument("--k", type=int_list, default=None,
                         help="K of the per-iteration timing (default 2,10,30,100)")
-    parser.add_argument("--protocol-k", type=_int_list, default=None,
+    parser.add_argument("--protocol-k", type=int_list, default=None,
                         help="K of the protocol (default 2..10,12,15,20,30,...,100)")
     parser.add_argument("--skip-protocol", action="store_true",
                         help="time iterations only")
-    parser.add_argument("--restarts", type=_positive(int), default=10,
+    parser.add_argument("--restarts", type=positive(int), default=10,
                         help="restarts per K (default 10, as the reference)")
-    parser.add_argument("--rtol", type=_positive(float), default=1e-4,
+    parser.add_argument("--rtol", type=positive(float), default=1e-4,
                         help="relative tolerance of the protocol (default 1e-4)")
-    parser.add_argument("--max-iters", type=_positive(int), default=100,
+    parser.add_argument("--max-iters", type=positive(int), default=100,
                         help="iteration cap of the protocol (default 100)")
-    parser.add_argument("--iters", type=_positive(int), default=20,
+    parser.add_argument("--iters", type=positive(int), default=20,
                         help="iterations of our timed calls (default 20)")
-    parser.add_argument("--repeats", type=_positive(int), default=2,
+    parser.add_argument("--repeats", type=positive(int), default=2,
                         help="timed calls after the compiling one; the fastest "
                         "counts (default 2)")
-    parser.add_argument("--reference-rows", type=_positive(int), default=2000,
+    parser.add_argument("--reference-rows", type=positive(int), default=2000,
                         help="rows the reference runs on (default 2000)")
-    parser.add_argument("--reference-iters", type=_positive(int), default=3,
+    parser.add_argument("--reference-iters", type=positive(int), default=3,
                         help="reference iterations timed; the fastest counts "
                         "(default 3)")
-    parser.add_argument("--dtypes", type=_dtypes, default=DTYPES,
+    parser.add_argument("--dtypes", type=choice_list(DTYPES), default=DTYPES,
                         help="dtypes of our per-iteration timing "
                         "(default float64,float32)")
-    parser.add_argument("--rows", type=_positive(int), default=None,
+    parser.add_argument("--rows", type=positive(int), default=None,
                         help="random subset of the training baskets (default all)")
     parser.add_argument("--seed", type=int, default=0, help="subsample and start seed")
     parser.add_argument("--out", default="out/benchmark_multinomial.md",

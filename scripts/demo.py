@@ -1,6 +1,7 @@
 """The main job: run the three stories on their default data and write a report.
 
     python scripts/demo.py [--out out] [--seed 0] [--quiet] [--fast]
+                           [--device auto|cpu|gpu]
 
 Runs, in order, Bayesian linear regression (synthetic sinusoid and diabetes),
 the Gaussian mixture on Old Faithful, and the multinomial mixture on the Complete
@@ -11,6 +12,8 @@ derivation in brief, the cross-check table, NUTS diagnostics, model-selection
 curves, the shopper segments, timings, seeds and library versions.
 
 ``--fast`` shrinks every story (fewer draws, steps, K values, rows) for tests.
+``--device`` picks the platform (``scripts/_device.py``; a GPU when JAX finds one
+by default); the stories compute in float64 on any device.
 """
 
 import argparse
@@ -25,6 +28,7 @@ import numpyro
 numpyro.set_host_device_count(4)
 numpyro.enable_x64()
 
+import _device  # noqa: E402
 import _runtime as rt  # noqa: E402
 from _report import Report  # noqa: E402
 
@@ -134,7 +138,7 @@ def main(args) -> int:
 
     environment = library_versions()
     environment["jax backend"] = jax.default_backend()
-    environment["CPU devices"] = str(jax.local_device_count())
+    environment["devices"] = ", ".join(str(device) for device in jax.devices())
     environment["total seconds"] = f"{time.perf_counter() - started:.1f}"
     environment["status"] = status
     report.table(pd.DataFrame({"value": environment}).rename_axis("item"),
@@ -151,4 +155,7 @@ if __name__ == "__main__":
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument("--fast", action="store_true",
                         help="reduced sizes (seconds, for tests)")
-    sys.exit(main(parser.parse_args()))
+    _device.add_arguments(parser)
+    arguments = parser.parse_args()
+    _device.configure_or_exit(arguments.device, dtype="float64")
+    sys.exit(main(arguments))

@@ -8,6 +8,12 @@ Examples:
   python scripts/fit.py multinomial-mixture --data lines.csv --format long \\
       --basket-column basket --category-column category --groups household \\
       --k 8 --out out/baskets
+  python scripts/fit.py gaussian-mixture --data big.parquet --k 16 \
+      --device gpu --dtype float32 --out out/big
+
+--device auto (default) uses a GPU when JAX finds one, else the CPU; --device
+gpu fails with exit status 2 when there is none. --dtype auto is float64 on the
+CPU and float32 on a GPU.
 
 Exit status: 0 ok (warnings allowed), 2 bad arguments, 3 invalid data,
 4 numerical failure (or a failed NUTS diagnostic with --strict), 5 output/IO
@@ -21,6 +27,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import _device
 import _runtime as rt
 
 MODELS = ("linear-regression", "gaussian-mixture", "multinomial-mixture")
@@ -129,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="NUTS draws per chain")
     parser.add_argument("--num-warmup", type=positive_int, default=1000)
     parser.add_argument("--num-chains", type=positive_int, default=4)
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    _device.add_arguments(parser, dtype=True)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results already in --out")
@@ -157,28 +164,15 @@ def check_arguments(args) -> None:
         raise rt.UsageError("--criterion heldout needs --k-range")
 
 
-def configure_jax(device: str, num_chains: int, notes: list[str]) -> None:
-    """Pick the platform and host devices before JAX initialises (once per process)."""
+def configure_jax(args) -> None:
+    """Pick host devices, platform and precision before JAX starts (once per
+    process); ``args.dtype`` becomes the concrete dtype ("float32"/"float64")."""
     import numpyro
 
-    numpyro.set_host_device_count(max(num_chains, 1))
-    if device == "gpu":
-        import jax
-
-        try:
-            has_gpu = bool(jax.devices("gpu"))
-        except RuntimeError:
-            has_gpu = False
-        if not has_gpu:
-            notes.append("--device gpu requested but no GPU found: using CPU float64")
-            os.environ["JAX_PLATFORMS"] = "cpu"
-            jax.config.update("jax_platforms", "cpu")
-            numpyro.enable_x64()
-        # On a GPU keep JAX's float32 default (the fitters set matmul precision).
-    else:
-        os.environ["JAX_PLATFORMS"] = "cpu"
-        numpyro.set_platform("cpu")
-        numpyro.enable_x64()
+    # NUTS runs its chains in parallel on that many CPU devices.
+    numpyro.set_host_device_count(max(args.num_chains, 1))
+    choice = _device.configure(args.device, args.dtype)
+    args.dtype = choice.dtype
 
 
 def run(args, progress: rt.Progress) -> int:
@@ -187,10 +181,10 @@ def run(args, progress: rt.Progress) -> int:
 
     from data.tables import read_table
 
+    configure_jax(args)  # a missing GPU is a usage error: before any output
     out = rt.prepare_output_dir(args.out, overwrite=args.overwrite)
     notes: list[str] = []
     frame = read_table(args.data, sep=args.sep)
-    configure_jax(args.device, args.num_chains, notes)
 
     import fitting
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import _runtime as rt
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from _report import Report
@@ -69,8 +68,8 @@ def fit_linear_regression(args, frame, progress) -> Outcome:
     features = args.columns or default_columns(frame, {args.target})
     if args.target in features:
         raise rt.UsageError(f"--target {args.target!r} is also listed in --columns")
-    X = numeric_matrix(frame, features, path=path)
-    y = numeric_matrix(frame, [args.target], path=path)[:, 0]
+    X = numeric_matrix(frame, features, path=path).astype(args.dtype)
+    y = numeric_matrix(frame, [args.target], path=path)[:, 0].astype(args.dtype)
     names = list(features)
     if not args.no_bias:
         X = np.column_stack([np.ones(len(X)), X])
@@ -187,7 +186,7 @@ def finish(args, out: Path, outcome: Outcome, notes: list, status: str) -> None:
         "warnings": notes + outcome.diagnostic_messages,
         "seed": args.seed,
         "device": jax.default_backend(),
-        "dtype": str(jnp.zeros(()).dtype),
+        "dtype": args.dtype,
         "data": str(args.data),
         "command": sys.argv,
     })

@@ -108,7 +108,8 @@ def fit_gaussian_mixture(args, frame, progress, partial, Outcome):
     from models import gaussian_mixture as gm
 
     columns = args.columns or default_columns(frame, set())
-    x = numeric_matrix(frame, columns, path=args.data)
+    # The EM keeps the data's dtype: this is where --dtype reaches it.
+    x = numeric_matrix(frame, columns, path=args.data).astype(args.dtype)
     key_select, key_fit, key_map, key_vi, key_nuts = jax.random.split(
         jax.random.key(args.seed), 5
     )
@@ -294,7 +295,8 @@ def fit_multinomial_mixture(args, frame, progress, partial, Outcome):
                "groups_column": args.groups}
     partial["payload"] = payload
     outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
-    fit_options = {"num_restarts": args.restarts, "max_iters": args.max_iters}
+    fit_options = {"num_restarts": args.restarts, "max_iters": args.max_iters,
+                   "dtype": args.dtype}
     num_components = args.k
     if args.k_range is not None:
         heldout = {}

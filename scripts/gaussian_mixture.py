@@ -1,7 +1,7 @@
 """Gaussian mixture on Old Faithful, fitted four ways: EM, MAP, VI and NUTS.
 
     python scripts/gaussian_mixture.py [--seed 0] [--out out] [--quiet] [--fast]
-                                       [--num-components 2]
+                                       [--num-components 2] [--device auto|cpu|gpu]
 
 Model (``models/gaussian_mixture.py``): t_i ~ Categorical(weights),
 x_i | t_i = c ~ N(means_c, covariances_c), full covariances, with the assignments
@@ -33,8 +33,11 @@ posterior draws, the log-likelihood traces of all restarts, snapshots of EM
 iterations, posterior marginals with the EM value marked, BIC/AIC/ICL against K,
 R-hat before and after relabelling).
 
-Exit status: 0 when every cross-check passes, 4 when one fails, 5 when the output
-folder cannot be written.
+--device auto (default) computes on a GPU when JAX finds one, else on the CPU;
+--device gpu without a GPU exits with status 2. Always float64.
+
+Exit status: 0 when every cross-check passes, 2 bad arguments (or no GPU for
+--device gpu), 4 when one fails, 5 when the output folder cannot be written.
 """
 
 import argparse
@@ -55,6 +58,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import _device  # noqa: E402
 import _runtime as rt  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -753,6 +757,8 @@ def parse_args(argv=None):
                         help="reduced sizes (seconds, for tests)")
     parser.add_argument("--num-components", type=int, default=2,
                         help="K of the fitted mixture (default: 2)")
+    # The stories' cross-check tolerances are set for float64, on any device.
+    _device.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_components < 1:
         parser.error(f"--num-components must be >= 1, got {args.num_components}")
@@ -761,6 +767,7 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     arguments = parse_args()
+    _device.configure_or_exit(arguments.device, dtype="float64")
     try:
         result = main(arguments)
     except rt.OutputError as error:

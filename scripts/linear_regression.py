@@ -1,6 +1,7 @@
 """Bayesian linear regression checked four ways: closed form, EM, MAP/VI and NUTS.
 
     python scripts/linear_regression.py [--seed 0] [--out out] [--quiet] [--fast]
+                                        [--device auto|cpu|gpu]
 
 Model (``models/linear_regression.py``): w ~ N(0, alpha^-1 I) and
 y | X, w ~ N(Xw, beta^-1 I), alpha the prior precision, beta the noise precision.
@@ -26,8 +27,11 @@ Writes into ``<out>/linear_regression/``: ``cross_check.csv``, ``coefficients.cs
 posteriors as ArviZ netCDF, and PNG figures (predictive band, log evidence against
 polynomial degree, coefficients by method, ArviZ trace and posterior plots).
 
-Exit status: 0 when every cross-check passes, 4 when one fails, 5 when the output
-folder cannot be written.
+--device auto (default) computes on a GPU when JAX finds one, else on the CPU;
+--device gpu without a GPU exits with status 2. Always float64.
+
+Exit status: 0 when every cross-check passes, 2 bad arguments (or no GPU for
+--device gpu), 4 when one fails, 5 when the output folder cannot be written.
 """
 
 import argparse
@@ -49,6 +53,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import _device  # noqa: E402
 import _runtime as rt  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -776,11 +781,14 @@ def parse_args(argv=None):
                         help="no progress messages or tables")
     parser.add_argument("--fast", action="store_true",
                         help="reduced sizes (seconds, for tests)")
+    # The stories' cross-check tolerances are set for float64, on any device.
+    _device.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
+    _device.configure_or_exit(arguments.device, dtype="float64")
     try:
         result = main(arguments)
     except rt.OutputError as error:

@@ -1,7 +1,7 @@
 """Shopper segmentation with a mixture of multinomials on the Complete Journey.
 
     python scripts/shoppers.py [--seed 0] [--out out] [--quiet] [--fast]
-                               [--k-grid 2,3,4,30]
+                               [--k-grid 2,3,4,30] [--device auto|cpu|gpu]
 
 Model (``models/multinomial_mixture.py``, article 4 of the tutorial): each basket is
 a vector of line counts over the 94 grocery product categories,
@@ -49,8 +49,12 @@ Run time on 2 CPU cores: 2 minutes by default on an idle machine (about 2.5 when
 shared), two thirds of it the K sweep; ``--fast`` (300 households, K in 2..4 plus
 30, no VI) about 35 seconds.
 
-Exit status: 0 when every cross-check passes, 3 when the data cannot be loaded,
-4 when a check fails, 5 when the output folder cannot be written.
+--device auto (default) computes on a GPU when JAX finds one, else on the CPU;
+--device gpu without a GPU exits with status 2. Always float64.
+
+Exit status: 0 when every cross-check passes, 2 bad arguments (or no GPU for
+--device gpu), 3 when the data cannot be loaded, 4 when a check fails, 5 when the
+output folder cannot be written.
 """
 
 import argparse
@@ -70,6 +74,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import _device  # noqa: E402
 import _runtime as rt  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -1057,11 +1062,14 @@ def parse_args(argv=None):
     parser.add_argument("--k-grid", type=parse_k_grid, default=None,
                         help="comma-separated K values to sweep, e.g. 2,3,4,30 "
                              "(default 2..10,12,15,20,30; --fast: 2,3,4)")
+    # The stories' cross-check tolerances are set for float64, on any device.
+    _device.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
+    _device.configure_or_exit(arguments.device, dtype="float64")
     try:
         result = main(arguments)
     except rt.OutputError as error:

@@ -145,6 +145,8 @@ def test_k_larger_than_rows(files, tmp_path, capsys):
         ([], "needs --k K or --k-range"),
         (["--k", "2", "--target", "y"], "--target applies to linear-regression"),
         (["--k", "2", "--criterion", "heldout"], "--criterion heldout needs --k-range"),
+        (["--k", "2", "--device", "tpu"], "invalid choice"),
+        (["--k", "2", "--dtype", "float16"], "invalid choice"),
     ],
 )
 def test_bad_arguments(files, tmp_path, capsys, argv, message):
@@ -166,6 +168,18 @@ def test_existing_output_needs_overwrite(files, tmp_path, capsys):
     status, err = call(capsys, *argv)
     assert status == 2 and "--overwrite" in err
     assert call(capsys, *argv, "--overwrite")[0] == 0
+
+
+def test_device_gpu_without_a_gpu_exits_2_naming_the_devices(files, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("gaussian-mixture", "--data", str(files / "points.csv"),
+                     "--k", "2", "--device", "gpu", "--out", str(out), "--quiet")
+    if result.returncode == 0:
+        pytest.skip("this machine has a GPU: --device gpu rightly succeeded")
+    assert result.returncode == 2, result.stderr
+    assert "--device gpu: JAX found no GPU, only [CpuDevice" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # the device is checked before any output is written
 
 
 # ------------------------------------------------------------------ exit code 5
@@ -231,6 +245,21 @@ def test_gaussian_mixture_sweep_and_determinism(files, tmp_path):
     second = json.loads((outputs[1] / "params.json").read_text())
     for key in ("weights", "means", "covariances", "selection"):
         assert first[key] == second[key]
+
+
+def test_device_cpu_and_float32(files, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("gaussian-mixture", "--data", str(files / "points.csv"),
+                     "--k", "2", "--device", "cpu", "--dtype", "float32",
+                     "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((out / "params.json").read_text())
+    assert payload["device"] == "cpu" and payload["dtype"] == "float32"
+    # The two clusters of 30 unit-variance points are centred at (-3, -3) and
+    # (3, 3): each fitted mean is a cluster's sample mean, within 3 sd / sqrt(30)
+    # = 0.55 of its centre per coordinate (float32 rounding is far smaller).
+    means = np.sort(np.asarray(payload["means"]), axis=0)
+    np.testing.assert_allclose(means, [[-3, -3], [3, 3]], atol=0.55)
 
 
 def test_multinomial_long_format_with_groups(files, tmp_path):

@@ -237,8 +237,11 @@ def test_a_source_that_changes_between_passes_is_refused():
 # ------------------------------------------------------------ one-program sweeps
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("init", ["kmeans++", "random_from_data"])
+@pytest.mark.parametrize(
+    ("covariance_type", "init"),
+    [("full", "kmeans++"), ("tied", "kmeans++"), ("diag", "random_from_data"),
+     ("spherical", "random_from_data")],
+)
 def test_sweep_equals_separate_fits(covariance_type, init):
     """Padding components carry weight exactly 0; the K fits inside the sweep
     are the separate fits (same per-K keys) summed in another order."""
@@ -283,8 +286,8 @@ def test_select_num_components_one_program_gives_the_same_table():
                    tol=1e-8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        one = select_num_components(x, [1, 2, 3, 4], one_program=True, **options)
-        loop = select_num_components(x, [1, 2, 3, 4], one_program=False, **options)
+        one = select_num_components(x, [1, 2, 3], one_program=True, **options)
+        loop = select_num_components(x, [1, 2, 3], one_program=False, **options)
     assert one.best_num_components == loop.best_num_components == 3
     np.testing.assert_allclose(one.table["bic"], loop.table["bic"], rtol=1e-10)
 

@@ -1,0 +1,128 @@
+"""Pieces shared by the benchmark scripts (``benchmark.py`` and its subcommands).
+
+Timing, argument parsers for comma-separated lists, and the Gaussian-mixture
+test problem: simulated rows and one start that both libraries (or both code
+paths) begin from.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from models.gaussian_mixture import GMMParams
+
+
+def timed(fn):
+    """(seconds, value) of ``fn()``, timed with ``time.perf_counter``."""
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+# --- argument parsers -------------------------------------------------------------
+
+
+def int_list(text):
+    """argparse type: distinct integers >= 1, comma-separated; 1e5 is allowed."""
+    values = []
+    for item in (item.strip() for item in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers such as 2,10 or 10000,1e5, got "
+                f"{text!r}")
+        values.append(int(value))
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integers >= 1, got {text!r}")
+    return tuple(values)
+
+
+def choice_list(allowed):
+    """argparse type: a non-empty comma-separated subset of ``allowed``."""
+    def parse(text):
+        values = tuple(item for item in text.split(",") if item)
+        unknown = [item for item in values if item not in allowed]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {','.join(allowed)}, got "
+                f"{text!r}")
+        return values
+
+    return parse
+
+
+def positive(kind):
+    """argparse type: a number of type ``kind`` (int or float) > 0."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a value > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+# --- the Gaussian-mixture problem -------------------------------------------------
+
+
+def _mixture_rows(rng, centres, num_rows):
+    """Rows x = centres[t] + e, t uniform over components, e ~ N(0, I)."""
+    labels = rng.integers(0, centres.shape[0], num_rows)
+    return centres[labels] + rng.normal(size=(num_rows, centres.shape[1]))
+
+
+def _centres(rng, num_components, num_features):
+    return rng.normal(0.0, 3.0, (num_components, num_features))
+
+
+def simulate(num_rows, num_features, num_components, dtype, seed):
+    """Rows of a random mixture: means ~ N(0, 3^2 I), unit-variance components."""
+    rng = np.random.default_rng(seed)
+    centres = _centres(rng, num_components, num_features)
+    return _mixture_rows(rng, centres, num_rows).astype(dtype)
+
+
+def simulate_to_npy(path, num_rows, num_features, num_components, dtype, seed,
+                    chunk_rows=1 << 16):
+    """``simulate``'s model written to a ``.npy`` file ``chunk_rows`` at a time.
+
+    Memory stays at one chunk however many rows are written (the rows differ from
+    ``simulate``'s for the same seed: the random stream is consumed per chunk).
+    """
+    rng = np.random.default_rng(seed)
+    centres = _centres(rng, num_components, num_features)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype),
+                                    shape=(num_rows, num_features))
+    for start in range(0, num_rows, chunk_rows):
+        stop = min(start + chunk_rows, num_rows)
+        out[start:stop] = _mixture_rows(rng, centres, stop - start)
+    out.flush()
+    del out
+
+
+def start_params(x, num_components, covariance_type, seed) -> GMMParams:
+    """One start for both libraries: k distinct rows as means, the data covariance
+    in the covariance type's form, equal weights (as GMMParams: full matrices)."""
+    rng = np.random.default_rng(seed + 1)
+    num_features = x.shape[1]
+    rows = rng.choice(len(x), num_components, replace=False)
+    covariance = np.cov(x.T.astype(np.float64), bias=True).reshape(
+        num_features, num_features)
+    if covariance_type == "diag":
+        covariance = np.diag(np.diag(covariance))
+    elif covariance_type == "spherical":
+        covariance = np.mean(np.diag(covariance)) * np.eye(num_features)
+    covariances = np.broadcast_to(covariance, (num_components,) + covariance.shape)
+    return GMMParams(np.full(num_components, 1.0 / num_components, x.dtype),
+                     x[rows].copy(), covariances.astype(x.dtype).copy())
