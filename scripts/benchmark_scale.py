@@ -40,7 +40,8 @@ for a CPU and a GPU column. Sections (``--sections`` picks some):
    against the number of categories c; seconds per iteration as in
    ``benchmark.py multinomial`` (calls of ``iters`` iterations minus calls of 0).
    The dense layout is skipped where the dense matrix would exceed
-   ``--dense-cap-gib``.
+   ``--dense-cap-gib``. A last row (not with ``--quick``) does the same on real
+   baskets: every Complete Journey basket at product_type level (c = 2,378).
 5. ``sweeps``: a whole K sweep in one program (``fit_gaussian_mixture_sweep``,
    ``fit_multinomial_mixture_sweep``) against a Python loop of separate fits, wall
    time including compilation (the point of the sweep: one program instead of one
@@ -120,6 +121,7 @@ class Settings(NamedTuple):
     sparse_k: int
     sparse_iters: int
     nonzeros: float
+    complete_journey: bool  # also the real baskets at product_type level
     sweep_k: tuple  # section 5
     sweep_rows: int
     sweep_d: int
@@ -139,7 +141,7 @@ DEFAULT = Settings(
     shard_rows=100_000, shard_devices=4, shard_count_rows=20_000,
     shard_categories=100,
     categories=(100, 1000, 10_000), sparse_rows=20_000, sparse_k=10, sparse_iters=5,
-    nonzeros=5.0,
+    nonzeros=5.0, complete_journey=True,
     sweep_k=tuple(range(1, 21)), sweep_rows=10_000, sweep_d=4, sweep_restarts=5,
     sweep_max_iters=100, sweep_tol=1e-3,
     protocol_k=tuple(range(2, 11)), protocol_rows=20_000, protocol_restarts=10,
@@ -155,6 +157,7 @@ QUICK = Settings(
     n=(1_000, 4_000), d=2, k=2, iters=2, repeats=1, chunk_rows=512,
     shard_rows=1_000, shard_devices=4, shard_count_rows=400, shard_categories=20,
     categories=(20, 200), sparse_rows=500, sparse_k=2, sparse_iters=2, nonzeros=5.0,
+    complete_journey=False,
     sweep_k=(1, 2), sweep_rows=300, sweep_d=2, sweep_restarts=2,
     sweep_max_iters=10, sweep_tol=1e-3,
     protocol_k=(2, 3), protocol_rows=500, protocol_restarts=2, protocol_rtol=1e-4,
@@ -469,7 +472,35 @@ def sparse_rows(settings, args, choice, progress):
                     except NOT_AVAILABLE as error:
                         row[layout] = f"not available: {_first_line(error)}"
         rows.append(row)
+    if settings.complete_journey:
+        rows.append(complete_journey_row(settings, args, choice, progress, bm))
     return rows
+
+
+def complete_journey_row(settings, args, choice, progress, bm):
+    """The same comparison on real baskets: Complete Journey at product_type
+    level (every basket, c = 2,378 categories, a few non-zeros per row)."""
+    from data.shoppers import load_complete_journey
+
+    with progress.step("sparse: Complete Journey product_type"):
+        counts = load_complete_journey(level="product_type").counts
+    num_rows, num_categories = counts.shape
+    itemsize = np.dtype(choice.dtype).itemsize
+    row = {"c": num_categories, "nonzeros": counts.nnz / num_rows,
+           "dense_gib": num_rows * num_categories * itemsize / 2**30,
+           "label": f"{num_categories:,} (Complete Journey product_type, "
+                    f"{num_rows:,} baskets)"}
+    for layout in ("sparse", "dense"):
+        if layout == "dense" and row["dense_gib"] > args.dense_cap_gib:
+            row[layout] = f"skipped: dense matrix {row['dense_gib']:.1f} GiB > cap"
+            continue
+        with progress.step(f"sparse: Complete Journey {layout}"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)
+                row[layout] = bm.ours_per_iteration(
+                    counts, settings.sparse_k, 1, settings.sparse_iters,
+                    choice.dtype, settings.repeats, args.seed, layout=layout)
+    return row
 
 
 # --- 5. K sweeps in one program against separate fits -----------------------------
@@ -729,7 +760,8 @@ def sparse_lines(rows, settings, args, choice):
     ]
     notes = []
     for row in rows:
-        cells = [f"{row['c']:,}", f"{row['nonzeros']:.2f}", f"{row['dense_gib']:.2f}"]
+        cells = [row.get("label", f"{row['c']:,}"), f"{row['nonzeros']:.2f}",
+                 f"{row['dense_gib']:.2f}"]
         for layout in ("sparse", "dense"):
             value = row[layout]
             if isinstance(value, str):

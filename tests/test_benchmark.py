@@ -41,7 +41,8 @@ def test_tiny_gmm_benchmark_writes_its_table(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), "gmm", "--n", "1000", "--d", "2", "--k", "2",
          "--covariance-types", "full", "--dtypes", "float64", "--iters", "2",
-         "--repeats", "1", "--restarts", "2", "--out", str(out), "--quiet"],
+         "--repeats", "1", "--restarts", "2", "--restart-iters", "4",
+         "--screen-iters", "2", "--out", str(out), "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -59,6 +60,7 @@ def test_tiny_gmm_benchmark_writes_its_table(tmp_path):
     assert float(timing[9]) < 1e-10
     assert restart[:5] == ["1e3", "2", "2", "full", "float64"]
     assert float(restart[7].rstrip("x")) > 0
+    assert float(restart[9].rstrip("x")) > 0  # screened restarts
 
 
 def test_start_is_valid_and_sklearn_precisions_invert_it():

@@ -567,3 +567,53 @@ def test_rejects_bad_num_components_and_prior_type():
     with pytest.raises(TypeError, match="GMMPrior"):
         fit_gaussian_mixture(blobs(0), 3, prior={"dof": 3}, rng_key=jax.random.key(0))
     assert GMMPrior is gm.GMMPrior
+
+
+# ------------------------------------------------------------ screened restarts
+
+
+def test_screened_restarts_continue_the_best_start_exactly():
+    """screen_iters = 3 of 25 with tol = 0: every start runs 3 iterations, the best
+    one runs on to 25; EM is deterministic, so that restart equals a plain fit
+    from the same start (float64, the same operations in the same order)."""
+    x = blobs(4)
+    rng = np.random.default_rng(4)
+    starts = [
+        start_params("full")._replace(means=start_params("full").means
+                                      + rng.normal(scale=2.0, size=(3, 2)))
+        for _ in range(4)
+    ]
+    stacked = GMMParams(*(np.stack(leaves) for leaves in zip(*starts, strict=True)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        screened = fit_gaussian_mixture_restarts(
+            x, 3, init=stacked, num_restarts=4, tol=0.0, max_iters=25,
+            screen_iters=3,
+        )
+        best = screened.best_index
+        plain = fit_gaussian_mixture_restarts(
+            x, 3, init=starts[best], tol=0.0, max_iters=25
+        )
+        # The screening's choice: the best objective after 3 iterations.
+        three = fit_gaussian_mixture_restarts(
+            x, 3, init=stacked, num_restarts=4, tol=0.0, max_iters=3
+        )
+    assert best == int(np.argmax(three.results.log_likelihood))
+    assert int(screened.results.num_iters[best]) == 25
+    others = [r for r in range(4) if r != best]
+    assert np.all(np.asarray(screened.results.num_iters)[others] == 3)
+    np.testing.assert_allclose(
+        np.asarray(screened.results.trace[best]), np.asarray(plain.results.trace[0]),
+        rtol=0, atol=1e-12,
+    )
+    for a, b in zip(screened.results.params, plain.results.params, strict=True):
+        np.testing.assert_allclose(np.asarray(a[best]), np.asarray(b[0]), atol=1e-12)
+
+
+def test_screen_iters_is_checked():
+    x = blobs(0)
+    with pytest.raises(ValueError, match="screen_iters=10 must be below max_iters"):
+        fit_gaussian_mixture(x, 3, num_restarts=2, screen_iters=10, max_iters=10,
+                             rng_key=jax.random.key(0))
+    with pytest.raises(ValueError, match="screen_iters"):
+        fit_gaussian_mixture(x, 3, screen_iters=-1, rng_key=jax.random.key(0))

@@ -6,7 +6,8 @@ computed in log space (``models.gaussian_mixture.responsibilities``).
 
 M-step (article 3; PRML eq. 9.24-9.27) with N_c = sum_i gamma_ic, xbar_c the
 gamma-weighted mean and W_c = sum_i gamma_ic (x_i - mu_c)(x_i - mu_c)^T the
-weighted scatter about the *new* mean (two passes, never E[x x^T] - mu mu^T):
+weighted scatter about the *new* mean, both read off the sufficient statistics
+``GMMStats`` (sums over rows, so they add up over chunks and devices):
 
                max. likelihood     MAP (prior of models.gaussian_mixture)
     weights_c  N_c / N             (N_c + alpha_c - 1) / (N + sum alpha - k)
@@ -36,13 +37,29 @@ the loop stops after iteration t >= 2 once |trace[t] - trace[t - 1]| < tol
 objective turns non-finite (that restart is then failed, never converged) or at
 ``max_iters`` (``inference.em.driver.run_em``).
 
-Numerics: the data are centred inside the jitted core (the log-likelihood is
-translation invariant, so nothing else changes), which keeps float32 accurate on
-data far from the origin; sufficient statistics use HIGHEST matmul precision (no
-TF32 on GPUs); a component whose N_c falls below ``EMPTY_COMPONENT_COUNT`` is
-reseeded at the worst-explained row with the data covariance (one component per
-iteration), which is the one
-place where the trace may decrease (reported and warned about).
+Numerics and speed. The data are centred inside the jitted core (the
+log-likelihood is translation invariant, so nothing else changes), which keeps
+float32 accurate on data far from the origin. Every n x k x d (or n x k x d^2)
+quantity is a matrix product: the E-step expands the squared distances of
+"diag", "spherical" and "tied" and of "full" (through the precomputed products
+x_i x_i^T, ``row_pairs``), and the M-step takes one-pass statistics
+(scikit-learn's forms for "diag" and "tied"). Expanding a square cancels about
+log10(1 + R^2) digits, R being a component's distance from the data centre in its
+own standard deviations: nothing that matters in float64, 7 - log10(1 + R^2)
+digits left in float32 (``models.gaussian_mixture._expanded_squares``). A variance
+below what its statistics resolve (a collapse onto a point far from the centre
+with reg_covar too small for the dtype) fails the restart instead of following
+rounding noise (``_mark_unresolved``). Matrix products use HIGHEST precision (no
+TF32 on GPUs); nothing leaves the device inside the loop. A component whose N_c
+falls below ``EMPTY_COMPONENT_COUNT`` is reseeded at the worst-explained row
+with the data covariance (one component per iteration), which is the one place
+where the trace may decrease (reported and warned about).
+
+Scale. Rows may carry weights (0 for padding), so the same core runs with the
+rows sharded over several devices (``devices``, ``inference.sharding``), out of
+core over chunks (``inference.em.gaussian_mixture_streaming``), and with masked
+padding components in a one-program K sweep
+(``inference.em.gaussian_mixture_sweep``).
 """
 
 import math
@@ -758,22 +775,64 @@ def _finish(problem: _Problem, params, num_reseeds, num_iters, converged, trace,
 
 @partial(
     jax.jit,
-    static_argnames=("num_components", "covariance_type", "init_method", "max_iters"),
+    static_argnames=("num_components", "covariance_type", "init_method", "max_iters",
+                     "screen_iters"),
 )
 def _fit(x, row_weights, init_params, keys, tol, reg_covar, prior, *,
-         num_components, covariance_type, init_method, max_iters):
-    """All restarts of EM (vmap over ``keys``), each one lax.while_loop."""
+         num_components, covariance_type, init_method, max_iters, screen_iters=0):
+    """All restarts of EM (vmap over ``keys``), each one lax.while_loop.
+
+    With ``screen_iters`` > 0, every restart runs that many iterations and only
+    the best one continues (``_continue_best``).
+    """
     problem = _problem(x, row_weights, reg_covar, prior, covariance_type)
     active = jnp.ones((num_components,), bool)
+    restart = partial(
+        _run_restart, problem, active=active, tol=tol, reg_covar=reg_covar,
+        num_components=num_components, covariance_type=covariance_type,
+        init_method=init_method,
+    )
+    first_iters = screen_iters or max_iters
+    results = jax.vmap(partial(restart, max_iters=first_iters))(keys, init_params)
+    if not screen_iters:
+        return results
+    return _continue_best(results, partial(restart, None, max_iters=max_iters
+                                           - screen_iters), max_iters)
 
-    def one_restart(key, start):
-        return _run_restart(
-            problem, key, start, active, tol, reg_covar,
-            num_components=num_components, covariance_type=covariance_type,
-            init_method=init_method, max_iters=max_iters,
-        )
 
-    return jax.vmap(one_restart)(keys, init_params)
+def _continue_best(screened, restart, max_iters):
+    """Run the best screened restart on to convergence (Biernacki et al. 2003).
+
+    Every restart has run ``screen_iters`` iterations; the one with the highest
+    objective continues from where it stopped with the remaining budget, unless
+    it has already stopped (converged or failed). Its trace, iteration count and
+    reseed count join up with the screening's, so its EMResult reads as one
+    run; the other restarts keep their screening results.
+    """
+    results, num_reseeds, failed = screened
+    best = jnp.argmax(jnp.where(failed, -jnp.inf, results.log_likelihood))
+    first = jax.tree_util.tree_map(lambda a: a[best], results)
+
+    def go_on(_):
+        result, reseeds, has_failed = restart(first.params)
+        return result._replace(
+            num_iters=first.num_iters + result.num_iters,
+            trace=jnp.concatenate([first.trace, result.trace]),
+        ), num_reseeds[best] + reseeds, has_failed
+
+    def stay(_):
+        padding = jnp.full(max_iters - first.trace.shape[0], jnp.nan,
+                           first.trace.dtype)
+        return first._replace(trace=jnp.concatenate([first.trace, padding])), (
+            num_reseeds[best]), failed[best]
+
+    stopped = first.converged | failed[best]
+    final, reseeds, has_failed = jax.lax.cond(stopped, stay, go_on, None)
+    padding = jnp.full((results.trace.shape[0], max_iters - results.trace.shape[1]),
+                       jnp.nan, results.trace.dtype)
+    results = results._replace(trace=jnp.concatenate([results.trace, padding], 1))
+    results = jax.tree_util.tree_map(lambda a, b: a.at[best].set(b), results, final)
+    return results, num_reseeds.at[best].set(reseeds), failed.at[best].set(has_failed)
 
 
 # ------------------------------------------------------------- Python boundary
@@ -860,6 +919,7 @@ def fit_gaussian_mixture_restarts(
     prior: GMMPrior | None = None,
     rng_key=None,
     devices=None,
+    screen_iters: int = 0,
 ) -> GMMRestarts:
     """Run every restart of ``fit_gaussian_mixture`` and return them all.
 
@@ -870,15 +930,30 @@ def fit_gaussian_mixture_restarts(
         x, num_components, covariance_type=covariance_type, init=init,
         num_restarts=num_restarts, max_iters=max_iters, tol=tol,
         reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
+        screen_iters=screen_iters,
     )[0]
 
 
 def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
-                  max_iters, tol, reg_covar, prior, rng_key, devices):
+                  max_iters, tol, reg_covar, prior, rng_key, devices,
+                  screen_iters=0):
     """(GMMRestarts, (d,) True for the non-constant columns of x)."""
     options = _check_options(num_components, covariance_type, num_restarts,
                              max_iters, tol, reg_covar)
+    screen_iters = check_int("screen_iters", screen_iters, minimum=0)
+    if screen_iters and screen_iters >= options.max_iters:
+        raise ValueError(
+            f"screen_iters={screen_iters} must be below max_iters="
+            f"{options.max_iters}: the best restart needs iterations left to "
+            f"continue; use 0 to run every restart to convergence"
+        )
     if isinstance(x, ChunkedRows):
+        if screen_iters:
+            raise ValueError(
+                "screen_iters is not offered for chunked data; pass "
+                "screen_iters=0 (each restart then streams the data once per "
+                "iteration, under vmap)"
+            )
         # Imported here: the streaming module builds on this one.
         from inference.em.gaussian_mixture_streaming import fit_streaming
 
@@ -910,6 +985,7 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
         covariance_type=covariance_type,
         init_method=init_method,
         max_iters=options.max_iters,
+        screen_iters=screen_iters if options.num_restarts > 1 else 0,
     )
     return collect_restarts(results, num_reseeds, failed), varying
 
@@ -981,6 +1057,7 @@ def fit_gaussian_mixture(
     prior: GMMPrior | None = None,
     rng_key=None,
     devices=None,
+    screen_iters: int = 0,
 ) -> EMResult:
     """Fit a Gaussian mixture by EM (maximum likelihood, or MAP with ``prior``).
 
@@ -1019,6 +1096,12 @@ def fit_gaussian_mixture(
         the one-device fit up to floating-point summation order (and exactly
         the same starts when n is a multiple of the device count; otherwise the
         zero-weight padding rows change the random draws of the starts).
+      screen_iters: 0 (default): every restart runs to its stopping rule and the
+        best is returned (scikit-learn's ``n_init``). s > 0: every restart runs
+        s iterations, then only the best of them continues ("em-EM" / small-EM
+        starts, Biernacki, Celeux & Govaert 2003): r restarts then cost about
+        r s + max_iters iterations instead of r x max_iters, at the risk of
+        dropping a restart that starts slowly but would have ended higher.
 
     Returns:
       EMResult of the best restart: ``params`` (GMMParams in the units of x),
@@ -1038,6 +1121,7 @@ def fit_gaussian_mixture(
         x, num_components, covariance_type=covariance_type, init=init,
         num_restarts=num_restarts, max_iters=max_iters, tol=tol,
         reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
+        screen_iters=screen_iters,
     )
     if restarts.best_index < 0:
         raise FloatingPointError(
