@@ -30,6 +30,7 @@ from data.chunks import (
     chunks_from_npy,
     chunks_from_parquet,
 )
+from data.validation import DataWarning
 from inference.em import fit_gaussian_mixture, fit_gaussian_mixture_sweep
 from inference.selection import select_num_components
 from models.gaussian_mixture import COVARIANCE_TYPES, GMMParams, default_prior
@@ -337,6 +338,9 @@ def test_an_unresolvable_collapse_fails_the_restart():
     with pytest.raises(FloatingPointError, match="reg_covar"):
         fit_gaussian_mixture(x, 2, covariance_type="diag", init=start,
                              reg_covar=0.0, max_iters=10)
-    # The default floor resolves it: a finite, converged fit.
-    assert bool(fit_gaussian_mixture(x, 2, covariance_type="diag", init=start,
-                                     max_iters=50).converged)
+    # The default floor resolves it: a finite, converged fit, whose collapsed
+    # component is reported.
+    with pytest.warns(DataWarning, match="collapsed"):
+        result = fit_gaussian_mixture(x, 2, covariance_type="diag", init=start,
+                                      max_iters=50)
+    assert bool(result.converged)

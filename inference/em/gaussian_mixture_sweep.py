@@ -118,7 +118,7 @@ def fit_gaussian_mixture_sweep(
             f"init must be 'kmeans++' or 'random_from_data' in a sweep, got "
             f"{type(init).__name__}; fit explicit starts with fit_gaussian_mixture"
         )
-    x = _check_data(x, max_components, covariance_type, reg_covar, None)
+    x, _ = _check_data(x, max_components, covariance_type, reg_covar, None)
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(x.dtype))
     if rng_key is None:
         raise ValueError("rng_key is required; pass e.g. rng_key=jax.random.key(0)")
