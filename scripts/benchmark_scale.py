@@ -21,15 +21,12 @@ for a CPU and a GPU column. Sections (``--sections`` picks some):
    iteration should be flat in N (linear growth of the total).
 2. ``memory``: peak memory of one fit (``--iters`` iterations) in a fresh
    subprocess per N, in memory (the whole ``.npy`` loaded) and out of core
-   (``data.chunks.chunks_from_npy``: the file memory-mapped and streamed in chunks
-   of ``--chunk-rows`` rows every iteration). Two numbers each: the peak resident
-   set (``getrusage`` ru_maxrss) and the peak anonymous memory (RssAnon of
-   /proc/self/status, sampled every 5 ms). A memory map's pages that were read
-   count as resident (file-backed page cache that the kernel drops under
-   pressure), so ru_maxrss of the out-of-core fit grows with the file; its
-   anonymous memory (what the process itself allocates) is the number that must
-   stay flat. The out-of-core result is compared with the in-memory one (same
-   start and iterations).
+   (``data.chunks.chunks_from_npy``: chunks of ``--chunk-rows`` rows read from
+   the file at their offsets every iteration). Two numbers each: the peak
+   resident set (VmHWM of /proc/self/status) and the peak anonymous memory (RssAnon
+   of /proc/self/status, sampled every 5 ms), the memory the process allocates
+   itself, which is what must stay flat out of core. The out-of-core result is
+   compared with the in-memory one (same start and iterations).
 3. ``sharded``: in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_
    count=4``, the GMM and the multinomial mixture fitted with ``devices=None``
    and ``devices=4`` (rows sharded, statistics all-reduced) from the same start:
@@ -41,7 +38,7 @@ for a CPU and a GPU column. Sections (``--sections`` picks some):
    ``benchmark.py multinomial`` (calls of ``iters`` iterations minus calls of 0).
    The dense layout is skipped where the dense matrix would exceed
    ``--dense-cap-gib``. A last row (not with ``--quick``) does the same on real
-   baskets: every Complete Journey basket at product_type level (c = 2,378).
+   baskets: every Complete Journey basket, all departments, at product_type level.
 5. ``sweeps``: a whole K sweep in one program (``fit_gaussian_mixture_sweep``,
    ``fit_multinomial_mixture_sweep``) against a Python loop of separate fits, wall
    time including compilation (the point of the sweep: one program instead of one
@@ -267,7 +264,20 @@ class AnonymousMemorySampler:
 
 
 def peak_rss_mib():
-    """ru_maxrss of this process in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident set of this process in MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this address
+    space. Not ru_maxrss: Linux carries it across fork and exec, so a worker
+    started by a large parent would report the parent's peak. Elsewhere
+    ru_maxrss (macOS reports bytes).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
@@ -479,17 +489,17 @@ def sparse_rows(settings, args, choice, progress):
 
 def complete_journey_row(settings, args, choice, progress, bm):
     """The same comparison on real baskets: Complete Journey at product_type
-    level (every basket, c = 2,378 categories, a few non-zeros per row)."""
+    level, every department (every basket, a few non-zeros per row)."""
     from data.shoppers import load_complete_journey
 
     with progress.step("sparse: Complete Journey product_type"):
-        counts = load_complete_journey(level="product_type").counts
+        counts = load_complete_journey(department=None, level="product_type").counts
     num_rows, num_categories = counts.shape
     itemsize = np.dtype(choice.dtype).itemsize
     row = {"c": num_categories, "nonzeros": counts.nnz / num_rows,
            "dense_gib": num_rows * num_categories * itemsize / 2**30,
-           "label": f"{num_categories:,} (Complete Journey product_type, "
-                    f"{num_rows:,} baskets)"}
+           "label": f"{num_categories:,} (Complete Journey product_type, all "
+                    f"departments, {num_rows:,} baskets)"}
     for layout in ("sparse", "dense"):
         if layout == "dense" and row["dense_gib"] > args.dense_cap_gib:
             row[layout] = f"skipped: dense matrix {row['dense_gib']:.1f} GiB > cap"
@@ -667,12 +677,12 @@ def memory_lines(baseline, rows, settings, args, choice):
         f"One fit of {settings.iters} iterations (d = {settings.d}, K = "
         f"{settings.k}, {args.covariance_type}, {choice.dtype}) per fresh "
         f"subprocess. In memory: `np.load` of the whole `.npy`, then the fit. Out "
-        f"of core: `chunks_from_npy(path, chunk_rows={settings.chunk_rows:,})`, the "
-        f"file memory-mapped and streamed every iteration. MiB of host memory: "
-        f"peak RSS = ru_maxrss, which counts the memory map's pages once read "
-        f"(page cache, dropped by the kernel under pressure); peak anon = peak "
-        f"RssAnon sampled every 5 ms, the memory the process allocates itself, "
-        f"which is what must stay flat out of core. A process that only imports "
+        f"of core: `chunks_from_npy(path, chunk_rows={settings.chunk_rows:,})`, "
+        f"chunks read at their offsets every iteration. MiB of host memory: "
+        f"peak RSS = VmHWM (it includes the libraries JAX maps); peak anon "
+        f"= peak RssAnon sampled every 5 ms, the memory the process allocates "
+        f"itself, which is what must stay flat out of core. A process that only "
+        f"imports "
         f"and starts JAX peaks at {_memory_cell(baseline, 'peak_rss_mib')} MiB RSS, "
         f"{_memory_cell(baseline, 'peak_anon_mib')} MiB anon. |d| = largest "
         f"parameter difference between the two fits (same start and iterations).",

@@ -102,8 +102,11 @@ def _sample_rows(source: ChunkedRows, num_rows: int, rng_key) -> np.ndarray:
     """All rows if n <= INIT_SAMPLE_ROWS, else a uniform sample without replacement."""
     if num_rows <= INIT_SAMPLE_ROWS:
         return np.concatenate(list(source))
-    chosen = np.sort(np.asarray(
-        jax.random.choice(rng_key, num_rows, (INIT_SAMPLE_ROWS,), replace=False)
+    # NumPy's Floyd-style draw without replacement needs memory for the sample
+    # only (jax.random.choice would permute all n indices).
+    seed = int(jax.random.randint(rng_key, (), 0, np.iinfo(np.int32).max))
+    chosen = np.sort(np.random.default_rng(seed).choice(
+        num_rows, INIT_SAMPLE_ROWS, replace=False
     ))
     parts, start = [], 0
     for chunk in source:
