@@ -18,9 +18,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --out out
 
-# Two pytest workers at least (pytest-xdist): most tests wait on single-threaded
-# XLA compilation, so two processes use both cores (measured 520 s against 752 s
-# for one process on 2 cores).
+# One pytest worker per core, at most 4 (pytest-xdist): most tests wait on
+# single-threaded XLA compilation, so one process leaves cores idle (2 cores:
+# 520 s with two workers against 752 s with one).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --durations=15
 

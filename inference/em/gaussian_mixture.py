@@ -1113,7 +1113,7 @@ def fit_gaussian_mixture(
 
     Args:
       x: (n, d) data, n >= 2; float32 stays float32, integers become float64.
-        Or a ``data.chunks.ChunkedRows`` (a memory-mapped .npy, parquet record
+        Or a ``data.chunks.ChunkedRows`` (a .npy read in chunks, parquet record
         batches, a chunk factory) for exact out-of-core EM: every iteration
         streams the chunks (``inference.em.gaussian_mixture_streaming``).
       num_components: k, 1 <= k <= n.

@@ -9,7 +9,7 @@ over rows at the current parameters theta:
 
 with v_i = 1 for a non-empty basket and 0 for an empty one. Sums split over any
 partition of the rows, so one EM iteration reads the rows chunk by chunk (a
-``data.chunks.ChunkedRows``: a memory-mapped .npy, parquet record batches, any
+``data.chunks.ChunkedRows``: a .npy read at offsets, parquet record batches, any
 iterator factory), adds each chunk's (N, S, L), and then runs the usual M-step
 on the totals. Only one chunk is in memory at a time, and the statistics are
 (K, C) per restart, so memory does not grow with the number of rows.
