@@ -22,7 +22,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["EMResult", "run_em", "ConvergenceWarning", "stopping_rule_met"]
+__all__ = [
+    "ConvergenceWarning",
+    "EMCarry",
+    "EMResult",
+    "advance_restarts",
+    "initial_carry",
+    "keep_going",
+    "next_carry",
+    "run_em",
+    "stopping_rule_met",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -48,7 +58,11 @@ class EMResult(NamedTuple):
     trace: jax.Array
 
 
-class _Carry(NamedTuple):
+class EMCarry(NamedTuple):
+    """The loop state of EM: ``run_em``'s while-loop carry, and per restart
+    (leading axis) the state of the out-of-core loops, which iterate in Python.
+    """
+
     params: Any
     objective: jax.Array
     delta: jax.Array
@@ -71,6 +85,62 @@ def stopping_rule_met(objective, delta, tol, rtol):
     )
 
 
+def initial_carry(params, max_iters: int, dtype, num_restarts=None) -> EMCarry:
+    """The state before the first iteration (one per restart if num_restarts)."""
+    batch = () if num_restarts is None else (num_restarts,)
+    return EMCarry(
+        params=params,
+        objective=jnp.full(batch, -jnp.inf, dtype),
+        delta=jnp.full(batch, jnp.inf, dtype),
+        num_iters=jnp.zeros(batch, jnp.int32),
+        trace=jnp.full(batch + (max_iters,), jnp.nan, dtype),
+    )
+
+
+def keep_going(carry: EMCarry, tol, rtol, max_iters: int):
+    """The loop condition: below max_iters, the objective finite (or not yet
+    computed) and the stopping rule not met."""
+    finite = jnp.isfinite(carry.objective) | (carry.num_iters == 0)
+    return (
+        (carry.num_iters < max_iters)
+        & finite
+        & ~stopping_rule_met(carry.objective, carry.delta, tol, rtol)
+    )
+
+
+def next_carry(carry: EMCarry, params, objective) -> EMCarry:
+    """The loop body's bookkeeping: new params, and the objective at the old."""
+    objective = objective.astype(carry.objective.dtype)
+    return EMCarry(
+        params=params,
+        objective=objective,
+        delta=jnp.abs(objective - carry.objective),
+        num_iters=carry.num_iters + 1,
+        trace=carry.trace.at[carry.num_iters].set(objective, mode="drop"),
+    )
+
+
+def advance_restarts(carry: EMCarry, params, objective, tol, rtol, max_iters: int):
+    """One iteration of a loop over restarts that runs outside a while loop.
+
+    ``params`` and ``objective`` are every restart's step from ``carry.params``;
+    a restart whose loop condition no longer holds keeps its state, as in a
+    vmapped ``lax.while_loop``. Returns the new carry and, per restart, whether
+    it goes on.
+    """
+
+    def one(carry, params, objective):
+        active = keep_going(carry, tol, rtol, max_iters)
+        carry = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(active, new, old),
+            next_carry(carry, params, objective),
+            carry,
+        )
+        return carry, keep_going(carry, tol, rtol, max_iters)
+
+    return jax.vmap(one)(carry, params, objective)
+
+
 def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
     """Iterate ``params, objective = step_fn(params)`` under the stopping rule.
 
@@ -90,34 +160,15 @@ def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(init_params))
     tol = jnp.asarray(tol, dtype)
     rtol = jnp.asarray(rtol, dtype)
-
-    def keep_going(carry):
-        finite = jnp.isfinite(carry.objective) | (carry.num_iters == 0)
-        small = carry.delta < tol + rtol * jnp.abs(carry.objective)
-        return (carry.num_iters < max_iters) & finite & ~small
-
-    def iterate(carry):
-        params, objective = step_fn(carry.params)
-        objective = objective.astype(dtype)
-        return _Carry(
-            params=params,
-            objective=objective,
-            delta=jnp.abs(objective - carry.objective),
-            num_iters=carry.num_iters + 1,
-            trace=carry.trace.at[carry.num_iters].set(objective),
-        )
-
-    start = _Carry(
-        params=init_params,
-        objective=jnp.asarray(-jnp.inf, dtype),
-        delta=jnp.asarray(jnp.inf, dtype),
-        num_iters=jnp.asarray(0, jnp.int32),
-        trace=jnp.full((max_iters,), jnp.nan, dtype),
-    )
+    start = initial_carry(init_params, max_iters, dtype)
     if max_iters == 0:
         # Nothing to iterate, and the body cannot even be traced: JAX refuses to
         # index the empty trace. max_iters is static, so this branch is free.
         return init_params, start.num_iters, jnp.asarray(False), start.trace
-    final = jax.lax.while_loop(keep_going, iterate, start)
+    final = jax.lax.while_loop(
+        lambda carry: keep_going(carry, tol, rtol, max_iters),
+        lambda carry: next_carry(carry, *step_fn(carry.params)),
+        start,
+    )
     converged = stopping_rule_met(final.objective, final.delta, tol, rtol)
     return final.params, final.num_iters, converged, final.trace

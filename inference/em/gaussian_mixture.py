@@ -800,13 +800,23 @@ def _finish(problem: _Problem, params, num_reseeds, num_iters, converged, trace,
         value = value + log_prior(params, problem.prior, covariance_type) / (
             problem.num_rows
         )
+    result, failed = finished_result(params, value, num_iters, converged, trace,
+                                     problem.centre)
+    return result, num_reseeds, failed
+
+
+def finished_result(params, value, num_iters, converged, trace, centre):
+    """(EMResult in the data's units, failed) of one restart.
+
+    The restart failed when its final objective or a parameter is not finite;
+    a failed restart is never converged.
+    """
     finite_params = jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in params])
     )
     failed = ~(jnp.isfinite(value) & finite_params)
-    params = params._replace(means=params.means + problem.centre)
-    result = EMResult(params, value, num_iters, converged & ~failed, trace)
-    return result, num_reseeds, failed
+    params = params._replace(means=params.means + centre)
+    return EMResult(params, value, num_iters, converged & ~failed, trace), failed
 
 
 @partial(

@@ -10,8 +10,10 @@ The data live on the host, so the loop over iterations and chunks is a Python
 loop (a ``lax.while_loop`` cannot read a file); each piece inside it is compiled
 once: the statistics of a chunk (every chunk is padded to ``chunk_rows`` rows of
 weight zero, so all chunks share one program, and restarts run under ``vmap``),
-their sum, and the M-step. The stopping rule is ``inference.em.driver``'s, per
-restart: a restart that has stopped keeps its parameters while the others go on.
+their sum, and the M-step with the loop's bookkeeping
+(``inference.em.driver.advance_restarts``, as for the multinomial mixture): per
+restart, a restart that has stopped keeps its parameters while the others go
+on.
 
 Passes over the data:
   1. float64 column sums and cross-products on the host: n, the centre, the
@@ -30,7 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from data.chunks import ChunkedRows
-from inference.em.driver import EMResult, stopping_rule_met
+from inference.em.driver import (
+    EMCarry,
+    advance_restarts,
+    initial_carry,
+    stopping_rule_met,
+)
 from inference.em.gaussian_mixture import (
     _initial_params,
     _mean_log_likelihood,
@@ -42,6 +49,7 @@ from inference.em.gaussian_mixture import (
     add_statistics,
     check_constant_columns,
     collect_restarts,
+    finished_result,
     statistics,
 )
 from inference.sharding import check_devices, padded_rows, place_rows
@@ -141,20 +149,25 @@ def _chunk_statistics(params, chunk, row_weights, *, covariance_type):
 _add = jax.jit(jax.vmap(add_statistics))
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _step(params, stats, num_rows, reg_covar, prior, reseed_covariance, *,
-          covariance_type):
-    """Objective at ``params`` and the M-step with reseeding, for every restart."""
+@partial(jax.jit, static_argnames=("covariance_type", "max_iters"))
+def _step(carry: EMCarry, stats, num_rows, reg_covar, prior, reseed_covariance,
+          tol, *, covariance_type, max_iters):
+    """One EM iteration from the summed statistics for every restart
+    (``inference.em.driver.advance_restarts``): the carry, whose params are a
+    ``_State`` (parameters and reseed count), and per restart whether it goes
+    on."""
 
-    def one(params, stats):
+    def one(state, stats):
         value = stats.log_likelihood / num_rows
         if prior is not None:
-            value = value + log_prior(params, prior, covariance_type) / num_rows
-        new_params, num_empty = _update(params, stats, num_rows, covariance_type,
-                                        reg_covar, prior, reseed_covariance)
-        return value, new_params, num_empty
+            value = value + log_prior(state.params, prior, covariance_type) / num_rows
+        new_params, num_empty = _update(state.params, stats, num_rows,
+                                        covariance_type, reg_covar, prior,
+                                        reseed_covariance)
+        return _State(new_params, state.num_reseeds + num_empty), value
 
-    return jax.vmap(one)(params, stats)
+    states, values = jax.vmap(one)(carry.params, stats)
+    return advance_restarts(carry, states, values, tol, 0.0, max_iters)
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
@@ -163,14 +176,6 @@ def _chunk_log_likelihood(params, chunk, row_weights, *, covariance_type):
     return jax.vmap(
         lambda p: _mean_log_likelihood(p, chunk, row_weights, 1.0, covariance_type)
     )(params)
-
-
-_select = jax.jit(
-    lambda running, new, old: jax.tree_util.tree_map(
-        lambda a, b: jnp.where(running.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-        new, old,
-    )
-)
 
 
 def _padded_chunks(source: ChunkedRows, centre, dtype, devices):
@@ -229,40 +234,26 @@ def fit_streaming(source: ChunkedRows, num_components, *, covariance_type, init,
         for chunk, weights in chunks():
             stats = _chunk_statistics(params, chunk, weights,
                                       covariance_type=covariance_type)
+            previous = total
             total = stats if total is None else _add(total, stats)
+            # Dispatch is asynchronous: waiting for the previous sum bounds the
+            # chunks in flight to two while the host reads the next one.
+            jax.block_until_ready(previous)
         return total
 
-    state = _State(params, jnp.zeros(num_restarts, jnp.int32))
-    objective = np.full(num_restarts, -np.inf)
-    delta = np.full(num_restarts, np.inf)
-    num_iters = np.zeros(num_restarts, np.int32)
-    trace = np.full((num_restarts, max_iters), np.nan)
-    running = np.ones(num_restarts, bool)
-    for iteration in range(max_iters):
-        stats = pass_statistics(state.params)
-        value, new_params, num_empty = _step(
-            state.params, stats, num_rows, jnp.asarray(reg_covar, dtype), prior,
-            reseed_covariance, covariance_type=covariance_type,
+    tol = jnp.asarray(tol, dtype)
+    carry = initial_carry(_State(params, jnp.zeros(num_restarts, jnp.int32)),
+                          max_iters, dtype, num_restarts)
+    going = max_iters > 0
+    while going:
+        carry, active = _step(
+            carry, pass_statistics(carry.params.params), num_rows,
+            jnp.asarray(reg_covar, dtype), prior, reseed_covariance, tol,
+            covariance_type=covariance_type, max_iters=max_iters,
         )
-        value = np.asarray(value, np.float64)
-        mask = jnp.asarray(running)
-        state = _State(
-            _select(mask, new_params, state.params),
-            state.num_reseeds + jnp.where(mask, num_empty, 0),
-        )
-        trace[running, iteration] = value[running]
-        delta = np.where(running, np.abs(value - objective), delta)
-        objective = np.where(running, value, objective)
-        num_iters += running
-        # The driver's keep_going rule, restart by restart.
-        stopped = ~np.isfinite(objective) | np.asarray(
-            stopping_rule_met(objective, delta, tol, 0.0)
-        )
-        running &= ~stopped
-        if not running.any():
-            break
-    converged = np.asarray(stopping_rule_met(objective, delta, tol, 0.0))
-
+        going = bool(np.asarray(active).any())
+    converged = stopping_rule_met(carry.objective, carry.delta, tol, 0.0)
+    state = carry.params
     params = state.params
     total = np.zeros(num_restarts)
     for chunk, weights in chunks():
@@ -274,17 +265,8 @@ def fit_streaming(source: ChunkedRows, num_components, *, covariance_type, init,
         value = value + np.asarray(
             jax.vmap(lambda p: log_prior(p, prior, covariance_type))(params)
         ) / moments.num_rows
-    finite_params = np.all(
-        [np.all(np.isfinite(np.asarray(leaf)), axis=tuple(range(1, leaf.ndim)))
-         for leaf in params], axis=0,
-    )
-    failed = ~(np.isfinite(value) & finite_params)
-    params = params._replace(means=params.means + centre)
-    results = EMResult(
-        params,
-        jnp.asarray(value, dtype),
-        jnp.asarray(num_iters),
-        jnp.asarray(converged & ~failed),
-        jnp.asarray(trace, dtype),
+    results, failed = jax.vmap(partial(finished_result, centre=centre))(
+        params, jnp.asarray(value, dtype), carry.num_iters, jnp.asarray(converged),
+        carry.trace,
     )
     return collect_restarts(results, state.num_reseeds, failed), moments.varying

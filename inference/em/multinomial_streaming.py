@@ -23,7 +23,7 @@ M-step plus the stopping-rule bookkeeping on the summed statistics. Each pass
 ends with one device-to-host read (has any restart still to go?).
 
 Iterations follow ``inference.em.driver.run_em`` exactly: the same loop
-condition (``_keep_going``, built on ``driver.stopping_rule_met``), trace,
+condition and bookkeeping (``driver.advance_restarts``), trace,
 num_iters and converged; each restart stops on its own rule and is then carried
 unchanged, as a vmapped while loop does. So with the same start and tolerances
 the result equals the in-memory fit up to the order of floating-point summation
@@ -51,7 +51,13 @@ import numpy as np
 from scipy.special import gammaln
 
 from data.chunks import ChunkedRows
-from inference.em.driver import EMResult, stopping_rule_met
+from inference.em.driver import (
+    EMCarry,
+    EMResult,
+    advance_restarts,
+    initial_carry,
+    stopping_rule_met,
+)
 from inference.em.multinomial_mixture import (
     _best_restart,
     _check_distinct,
@@ -173,16 +179,6 @@ class _Statistics(NamedTuple):
     log_likelihood: jax.Array  # (r,) L, without the multinomial coefficient
 
 
-class _StreamState(NamedTuple):
-    """``run_em``'s loop carry, one entry per restart."""
-
-    params: object  # MultinomialMixtureParams, weights (r, k), probs (r, k, c)
-    objective: jax.Array  # (r,)
-    delta: jax.Array  # (r,)
-    num_iters: jax.Array  # (r,) int32
-    trace: jax.Array  # (r, max_iters)
-
-
 @jax.jit
 def _accumulate(statistics: _Statistics, params, chunk) -> _Statistics:
     """Add one (padded) chunk's N, S and L for every restart.
@@ -208,25 +204,12 @@ def _accumulate(statistics: _Statistics, params, chunk) -> _Statistics:
     return jax.tree_util.tree_map(jnp.add, statistics, chunk_statistics)
 
 
-def _keep_going(state: _StreamState, tol, rtol, max_iters: int):
-    """``run_em``'s loop condition per restart: below max_iters, finite
-    objective (or not started) and the stopping rule not met."""
-    started = state.num_iters > 0
-    return (
-        (state.num_iters < max_iters)
-        & (jnp.isfinite(state.objective) | ~started)
-        & ~stopping_rule_met(state.objective, state.delta, tol, rtol)
-    )
-
-
 @partial(jax.jit, static_argnames=("max_iters", "map_estimate"))
-def _advance(state: _StreamState, statistics: _Statistics, prior, tol, rtol,
+def _advance(carry: EMCarry, statistics: _Statistics, prior, tol, rtol,
              num_rows, mean_log_coefficient, *, max_iters, map_estimate):
-    """One EM iteration from the summed statistics: ``run_em``'s loop body,
-    applied to the restarts whose loop condition holds (the others are carried
-    unchanged, as in a vmapped while loop). Returns the new state and the next
-    iteration's loop condition."""
-    active = _keep_going(state, tol, rtol, max_iters)
+    """One EM iteration from the summed statistics for every restart
+    (``inference.em.driver.advance_restarts``): the new carry and, per restart,
+    whether it goes on."""
 
     def one_restart(params, stats):
         objective = _objective(
@@ -235,23 +218,8 @@ def _advance(state: _StreamState, statistics: _Statistics, prior, tol, rtol,
         )
         return _update(params, stats.counts_k, stats.totals, prior), objective
 
-    params, objective = jax.vmap(one_restart)(state.params, statistics)
-    objective = objective.astype(state.objective.dtype)
-    restarts = jnp.arange(state.num_iters.shape[0])
-    advanced = _StreamState(
-        params=params,
-        objective=objective,
-        delta=jnp.abs(objective - state.objective),
-        num_iters=state.num_iters + 1,
-        trace=state.trace.at[restarts, state.num_iters].set(objective, mode="drop"),
-    )
-
-    def select(new, old):
-        mask = active.reshape(active.shape + (1,) * (new.ndim - 1))
-        return jnp.where(mask, new, old)
-
-    state = jax.tree_util.tree_map(select, advanced, state)
-    return state, _keep_going(state, tol, rtol, max_iters)
+    params, objective = jax.vmap(one_restart)(carry.params, statistics)
+    return advance_restarts(carry, params, objective, tol, rtol, max_iters)
 
 
 @partial(jax.jit, static_argnames="map_estimate")
@@ -357,13 +325,7 @@ def fit_chunked(
         jnp.asarray(summary.num_rows, dtype),
         jnp.asarray(summary.log_coefficient / summary.num_rows, dtype),
     )
-    state = _StreamState(
-        params=init_params,
-        objective=jnp.full((num_restarts,), -jnp.inf, dtype),
-        delta=jnp.full((num_restarts,), jnp.inf, dtype),
-        num_iters=jnp.zeros((num_restarts,), jnp.int32),
-        trace=jnp.full((num_restarts, max_iters), jnp.nan, dtype),
-    )
+    state = initial_carry(init_params, max_iters, dtype, num_restarts)
     if devices is not None:
         constants, state = replicate((constants, state), devices)
     prior_arrays, tol_array, rtol_array, num_rows, mean_log_coefficient = constants
