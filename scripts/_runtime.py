@@ -119,6 +119,22 @@ def write_json(path, payload) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+def draw_figure(make, path, caption, figures: list, messages: list) -> None:
+    """Draw ``make()`` and save it to ``path``; on success append (path, caption).
+
+    A failure to draw or to save becomes a message in ``messages``: a plot must
+    never cost the user the results.
+    """
+    try:
+        fig = make()
+    except Exception as error:  # a plot must never cost the user the results
+        messages.append(f"could not draw {Path(path).name}: {error}")
+        return
+    saved = save_figure(fig, path, messages)
+    if saved is not None:
+        figures.append((str(saved), caption))
+
+
 def save_figure(fig, path, warnings_list: list | None = None):
     """Atomically save a matplotlib figure as PNG; a failure is a warning, not fatal.
 

@@ -596,14 +596,7 @@ def write_figures(out, x, res, settings, seed, rhat_table, messages):
     figures = []
 
     def save(make, filename, caption):
-        try:
-            fig = make()
-        except Exception as error:  # a plot must never cost the user the results
-            messages.append(f"could not draw {filename}: {error}")
-            return
-        path = rt.save_figure(fig, out / filename, messages)
-        if path is not None:
-            figures.append((str(path), caption))
+        rt.draw_figure(make, out / filename, caption, figures, messages)
 
     save(lambda: plot_data_ellipses(x, res["em"], res["relabelled"], settings, seed),
          "data_ellipses.png", "Old Faithful with 95% ellipses of the EM components "

@@ -711,14 +711,7 @@ def write_figures(out, res, settings, messages):
     figures = []
 
     def save(make, filename, caption):
-        try:
-            fig = make()
-        except Exception as error:  # a plot must never cost the user the results
-            messages.append(f"could not draw {filename}: {error}")
-            return
-        path = rt.save_figure(fig, out / filename, messages)
-        if path is not None:
-            figures.append((str(path), caption))
+        rt.draw_figure(make, out / filename, caption, figures, messages)
 
     chosen_k, icl_k = res["chosen_k"], res["icl_k"]
     fits = res["fits"]
