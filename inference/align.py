@@ -48,6 +48,10 @@ __all__ = [
 # covariance ("covariance") is shared and never permuted.
 _GMM_COMPONENT_SITES = ("weights", "means", "covariances", "variances")
 
+# Sites whose component axis is the last one: the per-group weights (g, k) of
+# the hierarchical multinomial model.
+_COMPONENT_LAST_SITES = ("group_weights",)
+
 
 def gaussian_jeffreys_divergence(means_a, covs_a, means_b, covs_b):
     """Symmetrised KL divergence between every pair of Gaussians, (..., ka, kb).
@@ -141,6 +145,9 @@ def relabel_samples(
         (chain, draw) to permute. Default: for GMMParams references the sites of
         ``models.gaussian_mixture.model`` that have one ("weights", "means",
         "covariances", "variances"); otherwise the reference's field names.
+        Whatever this says, a "group_weights" site (chain, draw, g, k) of the
+        hierarchical multinomial model is permuted along its last axis, with
+        the same permutation as the global weights.
       params_fn: maps the dict of draws to parameters of the reference's type with
         leading (chain, draw) axes. Default: ``models.gaussian_mixture.from_sites``
         for GMMParams, else the fields of the reference's type taken by name.
@@ -185,10 +192,17 @@ def relabel_samples(
         value = draws[name]
         index = permutations.reshape(permutations.shape + (1,) * (value.ndim - 3))
         relabelled[name] = np.take_along_axis(value, index, axis=2)
+    last_sites = [name for name in _COMPONENT_LAST_SITES
+                  if name in draws and name not in component_sites]
+    for name in last_sites:
+        value = draws[name]
+        shape = (num_chains, num_draws) + (1,) * (value.ndim - 3) + (num_components,)
+        relabelled[name] = np.take_along_axis(value, permutations.reshape(shape),
+                                              axis=-1)
     if not is_idata:
         return relabelled, permutations
     posterior = samples.posterior.copy()
-    for name in component_sites:
+    for name in list(component_sites) + last_sites:
         posterior[name] = xr.DataArray(
             relabelled[name], dims=samples.posterior[name].dims,
             coords=samples.posterior[name].coords,

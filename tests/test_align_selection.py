@@ -30,6 +30,7 @@ from inference.selection import (
 )
 from models import gaussian_mixture as gm
 from models.gaussian_mixture import GMMParams
+from models.multinomial_mixture import MultinomialMixtureParams
 
 
 def separated_params(num_components=4, num_features=2, seed=0):
@@ -149,6 +150,39 @@ def test_relabel_samples_undoes_every_permutation(covariance_type):
         assert np.max(np.abs(value - np.asarray(sites[name]))) < 0.2
     if covariance_type == "tied":
         np.testing.assert_array_equal(relabelled["covariance"], draws["covariance"])
+
+
+def test_relabel_samples_permutes_group_weights_with_the_weights():
+    """group_weights (chain, draw, g, k) follow the permutation on their last axis."""
+    rng = np.random.default_rng(3)
+    num_chains, num_draws, num_groups = 2, 5, 3
+    reference = MultinomialMixtureParams(
+        weights=np.array([0.2, 0.3, 0.5]),
+        probs=np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]]),
+    )
+    group_weights = rng.dirichlet(np.ones(3), size=num_groups)  # (g, k) truth
+    perms = np.stack([[rng.permutation(3) for _ in range(num_draws)]
+                      for _ in range(num_chains)])
+    draws = {
+        "weights": np.take_along_axis(
+            np.broadcast_to(reference.weights, perms.shape), perms, axis=2),
+        "probs": np.take_along_axis(
+            np.broadcast_to(reference.probs, perms.shape + (3,)),
+            perms[..., None], axis=2),
+        "group_weights": np.take_along_axis(
+            np.broadcast_to(group_weights, (num_chains, num_draws, num_groups, 3)),
+            perms[:, :, None, :], axis=3),
+    }
+    relabelled, _ = relabel_samples(draws, reference)
+    # Exact: every draw is a permutation of the truth, so relabelling restores it.
+    np.testing.assert_array_equal(
+        relabelled["group_weights"],
+        np.broadcast_to(group_weights, (num_chains, num_draws, num_groups, 3)))
+    np.testing.assert_array_equal(
+        relabelled["weights"], np.broadcast_to(reference.weights, perms.shape))
+    idata, _ = relabel_samples(az.from_dict(posterior=draws), reference)
+    np.testing.assert_array_equal(idata.posterior["group_weights"].values,
+                                  relabelled["group_weights"])
 
 
 def test_relabel_samples_accepts_inference_data():
