@@ -617,3 +617,55 @@ def test_screen_iters_is_checked():
                              rng_key=jax.random.key(0))
     with pytest.raises(ValueError, match="screen_iters"):
         fit_gaussian_mixture(x, 3, screen_iters=-1, rng_key=jax.random.key(0))
+
+
+# ------------------------------------------------- sufficient statistics
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("precomputed", [True, False])
+def test_statistics_equal_direct_sums(covariance_type, precomputed):
+    """GMMStats against sums written out with scipy responsibilities.
+
+    Both routes of ``statistics``: with the per-fit products ([x, x^2] for diag,
+    [x, ||x||^2] for spherical, pairs for full, the (d, d) moment for tied) and
+    without them (what the out-of-core fit uses).
+    """
+    x = blobs(0)
+    x = x - x.mean(axis=0)  # the EM core always works on centred data
+    params = start_params(covariance_type)
+    densities = np.stack([
+        w * st.multivariate_normal(m, c).pdf(x)
+        for w, m, c in zip(params.weights, params.means, params.covariances,
+                           strict=True)
+    ], axis=1)
+    resp = densities / densities.sum(axis=1, keepdims=True)
+    if not precomputed:
+        products = None
+    elif covariance_type == "tied":
+        products = em._second_moment(jnp.asarray(x), jnp.ones(len(x)))
+    else:
+        products = em.row_products(jnp.asarray(x), covariance_type)
+    stats = em.statistics(jax.tree_util.tree_map(jnp.asarray, params),
+                          jnp.asarray(x), jnp.ones(len(x)), covariance_type,
+                          products)
+    shift = np.asarray(stats.shift)  # the means for "full" without products
+    offsets = x[:, None, :] - shift[None]  # (n, k, d)
+    expected_second = {
+        "full": np.einsum("nc,ncd,nce->cde", resp, offsets, offsets),
+        "tied": x.T @ x,
+        "diag": np.einsum("nc,ncd->cd", resp, offsets**2),
+        "spherical": np.einsum("nc,ncd->c", resp, offsets**2)[:, None],
+    }[covariance_type]
+    # float64 sums of 150 terms of size ~10: relative rounding ~1e-13; the
+    # expanded squares of the product route lose about log10(1 + R^2) < 2 more
+    # digits (R < 10 standard deviations here).
+    tolerance = dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stats.counts, resp.sum(axis=0), **tolerance)
+    np.testing.assert_allclose(stats.sums, np.einsum("nc,ncd->cd", resp, offsets),
+                               **tolerance)
+    np.testing.assert_allclose(stats.second, expected_second, **tolerance)
+    np.testing.assert_allclose(stats.log_likelihood,
+                               np.log(densities.sum(axis=1)).sum(), **tolerance)
+    worst = np.argmin(densities.sum(axis=1))
+    np.testing.assert_array_equal(stats.worst_row, x[worst])

@@ -159,7 +159,8 @@ class GMMStats(NamedTuple):
         counts  N_c = sum_i v_i gamma_ic                                   (k,)
         sums        sum_i v_i gamma_ic (x_i - s_c)                         (k, d)
         second      sum_i v_i gamma_ic (x_i - s_c)(x_i - s_c)^T  "full"    (k, d, d)
-                    sum_i v_i gamma_ic (x_i - s_c)^2             diag/sph  (k, d)
+                    sum_i v_i gamma_ic (x_i - s_c)^2             "diag"    (k, d)
+                    sum_i v_i gamma_ic ||x_i - s_c||^2           "sph."    (k, 1)
                     sum_i v_i x_i x_i^T                          "tied"    (d, d)
         log_likelihood  sum_i v_i log p(x_i | theta)                       ()
         worst_log_likelihood, worst_row: min_i log p(x_i | theta) and x_i (for
@@ -228,19 +229,28 @@ def row_products(x, covariance_type: str):
     sum_i v_i gamma_ic x_i x_i^T for every c is one (k, n) x (n, d(d+1)/2)
     product: half the flops of k separate (d, n) x (n, d) products, in a shape
     BLAS runs near peak (a (d, n) x (n, d) product with d = 16 ran at a quarter
-    of peak on a 2-core CPU). "diag" / "spherical": [x, x^2], (n, 2d), so that
-    the E-step's squared distances and the M-step's sums and second moments are
-    one product each (measured 2.3x faster per iteration than separate products
-    in float64 at n = 1e5, d = k = 16). None for "tied" (its second moment does
-    not involve gamma). The data never change during a fit, so these are
-    computed once.
+    of peak on a 2-core CPU). "diag": [x, x^2], (n, 2d), so that the E-step's
+    squared distances and the M-step's sums and second moments are one product
+    each (measured 2.3x faster per iteration than separate products in float64
+    at n = 1e5, d = k = 16). "spherical": [x, ||x||^2], (n, d + 1), since one
+    variance per component needs only the sum of the squares (a further 1.4x
+    in float64 at the same size). None for "tied" (its second moment does not
+    involve gamma). The data never change during a fit, so these are computed
+    once.
     """
     if covariance_type == "full":
         upper, lower = np.triu_indices(x.shape[1])
         return x[:, upper] * x[:, lower]
-    if covariance_type in ("diag", "spherical"):
+    if covariance_type == "diag":
         return jnp.concatenate([x, x * x], axis=1)
+    if covariance_type == "spherical":
+        return jnp.concatenate([x, _squared_norms(x)], axis=1)
     return None
+
+
+def _squared_norms(x):
+    """||x_i||^2 as an (n, 1) column."""
+    return jnp.sum(x * x, axis=1, keepdims=True)
 
 
 def _unpack_pairs(packed, num_features: int):
@@ -286,10 +296,13 @@ def _diagonal_log_prob_from_products(params: GMMParams, products,
 
     sum_j (x_ij - mu_cj)^2 / s_cj = [x, x^2] . [-2 mu_c / s_c, 1 / s_c] +
     sum_j mu_cj^2 / s_cj: one matrix product (``_expanded_squares`` accuracy).
+    "spherical" (s_cj = s_c): ``products`` = [x, ||x||^2] and the last
+    coefficient is the one 1 / s_c.
     """
     num_features = params.means.shape[1]
     precisions = 1.0 / _variances(params, covariance_type)
-    coefficients = jnp.concatenate([-2.0 * params.means * precisions, precisions], 1)
+    squares = precisions if covariance_type == "diag" else precisions[:, :1]
+    coefficients = jnp.concatenate([-2.0 * params.means * precisions, squares], 1)
     squared = jnp.maximum(
         jnp.matmul(products, coefficients.T, precision=_HIGHEST)
         + jnp.sum(params.means**2 * precisions, axis=-1),
@@ -299,11 +312,26 @@ def _diagonal_log_prob_from_products(params: GMMParams, products,
     return -0.5 * (num_features * math.log(2.0 * math.pi) + squared) - half_log_det
 
 
+def _component_log_prob(params: GMMParams, x, covariance_type: str, products=None):
+    """log N(x_i | mu_c, S_c), (n, k), read off ``products`` where they exist.
+
+    "full" and "diag" / "spherical" with their ``row_products``: one matrix
+    product; otherwise (and for "tied") ``models.gaussian_mixture
+    .component_log_prob``.
+    """
+    if products is not None and covariance_type == "full":
+        return _full_log_prob_from_pairs(params, x, products)
+    if products is not None and covariance_type in ("diag", "spherical"):
+        return _diagonal_log_prob_from_products(params, products, covariance_type)
+    return component_log_prob(params, x, covariance_type)
+
+
 def _resp_statistics(x, weighted_resp, shift, covariance_type: str, products=None):
     """(counts, sums, second) of ``GMMStats`` from v_i gamma_ic, (n, k)."""
     num_rows, num_features = x.shape
     counts = jnp.sum(weighted_resp, axis=0)
     if products is not None and covariance_type in ("diag", "spherical"):
+        # [sums, second]: second is (k, d) for "diag" and (k, 1) for "spherical".
         both = jnp.matmul(weighted_resp.T, products, precision=_HIGHEST)
         return counts, both[:, :num_features], both[:, num_features:]
     sums = (
@@ -324,13 +352,15 @@ def _resp_statistics(x, weighted_resp, shift, covariance_type: str, products=Non
         second = map_components(
             jax.vmap(one), (weighted_resp.T, shift), num_rows * num_features
         )
+    elif covariance_type == "tied" and products is not None:
+        second = products
     elif covariance_type == "tied":
-        # sum_c gamma_ic = 1, so the per-component second moments add up to one
-        # (d, d) product: n d^2 flops instead of n k d^2.
-        row_weights = jnp.sum(weighted_resp, axis=1)
-        second = jnp.matmul((x * row_weights[:, None]).T, x, precision=_HIGHEST)
+        # sum_c gamma_ic = 1, so the per-component second moments add up to the
+        # data's sum_i v_i x_i x_i^T: n d^2 flops instead of n k d^2.
+        second = _second_moment(x, jnp.sum(weighted_resp, axis=1))
     else:
-        second = jnp.matmul(weighted_resp.T, x * x, precision=_HIGHEST)
+        squares = x * x if covariance_type == "diag" else _squared_norms(x)
+        second = jnp.matmul(weighted_resp.T, squares, precision=_HIGHEST)
     return counts, sums, second
 
 
@@ -339,16 +369,11 @@ def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
     """E-step at ``params`` summarised as ``GMMStats``.
 
     ``products``: ``row_products(x, covariance_type)`` (then the shift is 0 and
-    the E- and M-step products read them), or None (then "full" shifts by
-    ``params.means``).
+    the E- and M-step products read them); for "tied", the (d, d) moment
+    sum_i v_i x_i x_i^T of these rows (``_second_moment``), which no iteration
+    changes; or None (then "full" shifts by ``params.means``).
     """
-    if products is not None and covariance_type == "full":
-        component = _full_log_prob_from_pairs(params, x, products)
-    elif products is not None:
-        component = _diagonal_log_prob_from_products(params, products,
-                                                     covariance_type)
-    else:
-        component = component_log_prob(params, x, covariance_type)
+    component = _component_log_prob(params, x, covariance_type, products)
     weighted = jnp.log(params.weights) + component
     log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
     log_resp = weighted - log_norm[:, None]
@@ -435,8 +460,13 @@ def m_step_from_statistics(
         scatter = stats.second - between
         scatter = scatter + jnp.einsum("k,kd,ke->de", counts, offset, offset)
     else:
-        scatter = stats.second - stats.sums * centred_sums
-        scatter = jnp.maximum(scatter, 0.0) + counts[:, None] * offset**2
+        between, offset_squares = stats.sums * centred_sums, offset**2
+        if covariance_type == "spherical":
+            # second holds sum_j: the trace of the scatter is all that is needed.
+            between = jnp.sum(between, axis=1, keepdims=True)
+            offset_squares = jnp.sum(offset_squares, axis=1, keepdims=True)
+        scatter = jnp.maximum(stats.second - between, 0.0)
+        scatter = scatter + counts[:, None] * offset_squares
     if covariance_type in ("full", "tied"):
         # Rounding leaves the one-pass scatter slightly asymmetric.
         scatter = 0.5 * (scatter + jnp.swapaxes(scatter, -1, -2))
@@ -476,7 +506,7 @@ def m_step_from_statistics(
             )[:, None]
         covariances = (variances + reg_covar)[:, :, None] * eye
     else:
-        total = jnp.sum(scatter, axis=1)
+        total = scatter[:, 0]
         if prior is None:
             variance = total / (num_features * safe_counts)
         else:
@@ -508,6 +538,9 @@ def _mark_unresolved(covariances, stats: GMMStats, safe_counts):
     second = stats.second
     if second.ndim == 3:
         second = jnp.diagonal(second, axis1=-2, axis2=-1)
+    elif second.shape[1] == 1:
+        # "spherical": sum_j over the features, so the mean square per feature.
+        second = second / covariances.shape[-1]
     resolution = _RESOLUTION * jnp.finfo(dtype).eps * second / safe_counts[:, None]
     variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
     unresolved = jnp.any(variances < resolution, axis=-1)
@@ -539,19 +572,13 @@ def m_step(
     )
 
 
-def _reseed_covariance(x, row_weights, covariance_type: str, reg_covar):
-    """Covariance given to a reseeded component: the data's, in the type's form.
-
-    x is centred, so sum_i v_i x_i x_i^T / sum_i v_i is the data covariance.
-    """
-    weighted = x * row_weights[:, None]
-    data_covariance = jnp.matmul(weighted.T, x, precision=_HIGHEST) / jnp.sum(
-        row_weights
-    )
-    return _reseed_covariance_from(data_covariance, covariance_type, reg_covar)
+def _second_moment(x, row_weights):
+    """sum_i v_i x_i x_i^T, (d, d): one product."""
+    return jnp.matmul((x * row_weights[:, None]).T, x, precision=_HIGHEST)
 
 
 def _reseed_covariance_from(data_covariance, covariance_type: str, reg_covar):
+    """Covariance given to a reseeded component: the data's, in the type's form."""
     num_features = data_covariance.shape[0]
     eye = jnp.eye(num_features, dtype=data_covariance.dtype)
     if covariance_type == "diag":
@@ -719,8 +746,12 @@ def _weighted_centre(x, row_weights):
     return centre + jnp.matmul(row_weights, x - centre, precision=_HIGHEST) / total
 
 
-def _mean_log_likelihood(params, x, row_weights, num_rows, covariance_type):
-    log_norm = e_step(params, x, covariance_type)[1]
+def _mean_log_likelihood(params, x, row_weights, num_rows, covariance_type,
+                         products=None):
+    weighted = jnp.log(params.weights) + _component_log_prob(
+        params, x, covariance_type, products
+    )
+    log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
     return jnp.sum(jnp.where(row_weights > 0, row_weights * log_norm, 0.0)) / num_rows
 
 
@@ -733,7 +764,8 @@ class _Problem(NamedTuple):
     centre: jax.Array
     prior: GMMPrior | None  # with mean_prior centred
     reseed_covariance: jax.Array
-    products: jax.Array | None  # row_products(centred) when they fit
+    # row_products(centred) when they fit; for "tied" the (d, d) second moment.
+    products: jax.Array | None
 
 
 def _problem(x, row_weights, reg_covar, prior, covariance_type) -> _Problem:
@@ -742,17 +774,21 @@ def _problem(x, row_weights, reg_covar, prior, covariance_type) -> _Problem:
     if prior is not None:
         prior = prior._replace(mean_prior=prior.mean_prior - centre)
     num_rows, num_features = x.shape
+    total = jnp.sum(row_weights)
+    # The data are centred, so second moment / total is the data covariance.
+    second_moment = _second_moment(centred, row_weights)
     products = None
     width = {"full": num_features * (num_features + 1) // 2, "tied": 0}.get(
         covariance_type, 2 * num_features
     )
-    if 0 < num_rows * width <= PRODUCTS_MAX_ELEMENTS:
+    if covariance_type == "tied":
+        products = second_moment
+    elif 0 < num_rows * width <= PRODUCTS_MAX_ELEMENTS:
         products = row_products(centred, covariance_type)
-    return _Problem(
-        centred, row_weights, jnp.sum(row_weights), centre, prior,
-        _reseed_covariance(centred, row_weights, covariance_type, reg_covar),
-        products,
-    )
+    reseed_covariance = _reseed_covariance_from(second_moment / total,
+                                                covariance_type, reg_covar)
+    return _Problem(centred, row_weights, total, centre, prior, reseed_covariance,
+                    products)
 
 
 def _run_restart(problem: _Problem, key, start, active, tol, reg_covar, *,
@@ -795,7 +831,8 @@ def _finish(problem: _Problem, params, num_reseeds, num_iters, converged, trace,
             covariance_type):
     """Recompute the objective at the final params and mark non-finite fits."""
     value = _mean_log_likelihood(params, problem.centred, problem.row_weights,
-                                 problem.num_rows, covariance_type)
+                                 problem.num_rows, covariance_type,
+                                 problem.products)
     if problem.prior is not None:
         value = value + log_prior(params, problem.prior, covariance_type) / (
             problem.num_rows
@@ -897,7 +934,7 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
             f"({num_rows}); every component needs data: use num_components <= "
             f"{num_rows}"
         )
-    varying = np.ptp(x, axis=0) > 0
+    varying = varying_columns(x)
     check_constant_columns(varying, reg_covar, prior)
     # A column with >= k distinct values proves >= k distinct rows; try the first
     # rows of each column (cheap), then whole columns, and only fall back to the
@@ -917,6 +954,19 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
                 stacklevel=4,
             )
     return x, varying
+
+
+def varying_columns(x) -> np.ndarray:
+    """(d,) True for a column that takes two different values.
+
+    The first rows settle it for almost every column (one small comparison);
+    only a column that is constant there is read in full.
+    """
+    head = x[:64]
+    varying = np.any(head != head[0], axis=0)
+    for column in np.flatnonzero(~varying):
+        varying[column] = np.any(x[:, column] != x[0, column])
+    return varying
 
 
 def check_constant_columns(varying, reg_covar, prior) -> None:
