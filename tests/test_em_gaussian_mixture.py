@@ -623,8 +623,8 @@ def test_screen_iters_is_checked():
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("precomputed", [True, False])
-def test_statistics_equal_direct_sums(covariance_type, precomputed):
+@pytest.mark.parametrize("route", ["products", "none"])
+def test_statistics_equal_direct_sums(covariance_type, route):
     """GMMStats against sums written out with scipy responsibilities.
 
     Both routes of ``statistics``: with the per-fit products ([x, x^2] for diag,
@@ -640,14 +640,15 @@ def test_statistics_equal_direct_sums(covariance_type, precomputed):
                            strict=True)
     ], axis=1)
     resp = densities / densities.sum(axis=1, keepdims=True)
-    if not precomputed:
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    weights = jnp.ones(len(x))
+    if route == "none":
         products = None
     elif covariance_type == "tied":
-        products = em._second_moment(jnp.asarray(x), jnp.ones(len(x)))
+        products = em._second_moment(jnp.asarray(x), weights)
     else:
         products = em.row_products(jnp.asarray(x), covariance_type)
-    stats = em.statistics(jax.tree_util.tree_map(jnp.asarray, params),
-                          jnp.asarray(x), jnp.ones(len(x)), covariance_type,
+    stats = em.statistics(params, jnp.asarray(x), weights, covariance_type,
                           products)
     shift = np.asarray(stats.shift)  # the means for "full" without products
     offsets = x[:, None, :] - shift[None]  # (n, k, d)
@@ -669,3 +670,4 @@ def test_statistics_equal_direct_sums(covariance_type, precomputed):
                                np.log(densities.sum(axis=1)).sum(), **tolerance)
     worst = np.argmin(densities.sum(axis=1))
     np.testing.assert_array_equal(stats.worst_row, x[worst])
+
