@@ -128,6 +128,13 @@ def ours_call_seconds(counts, num_components, restarts, iters, dtype, repeats, s
     return min(timed(call)[0] for _ in range(repeats))
 
 
+def _milliseconds(seconds: float) -> str:
+    """Two decimals, or two significant digits below 0.1 ms (a tiny problem's
+    iteration must not print as 0.00)."""
+    milliseconds = 1e3 * seconds
+    return f"{milliseconds:.2f} ms" if milliseconds >= 0.1 else f"{milliseconds:.2g} ms"
+
+
 def ours_per_iteration(counts, num_components, restarts, iters, dtype, repeats, seed,
                        layout="auto"):
     """(seconds per iteration and restart, fixed seconds per call) of our EM.
@@ -303,7 +310,7 @@ def markdown_report(train, speed, sample_rows, protocol, args, command, elapsed,
                 f"{row['reference_s']:.3g} |")
         for dtype, restarts in columns:
             ours = row[f"ours_{dtype}_{restarts}"]
-            line += f" {1e3 * ours:.2f} ms | {row['reference_s'] / ours:,.0f}x |"
+            line += f" {_milliseconds(ours)} | {row['reference_s'] / ours:,.0f}x |"
         lines.append(line + f" {row['agreement']:.1e} |")
     lines.append("")
     for dtype, restarts in columns:

@@ -138,3 +138,17 @@ def test_tiny_multinomial_benchmark_writes_its_tables(tmp_path):
         assert int(row[2]) == 2 and row[3] == "no"  # capped at --max-iters 2
         assert -40 < float(row[4]) < 0  # mean training log-likelihood per basket
     assert "Total: ours" in text
+
+
+def test_a_tiny_iteration_time_never_prints_as_zero():
+    """Per-iteration times of a tiny problem are microseconds: two decimals of a
+    millisecond would print them as 0.00 (and the table's ratio next to them
+    would look like a division by zero)."""
+    sys.path.insert(0, str(ROOT / "scripts"))  # for its `import _bench`
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_multinomial", ROOT / "scripts" / "benchmark_multinomial.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._milliseconds(3.2e-6) == "0.0032 ms"
+    assert module._milliseconds(0.06425) == "64.25 ms"
+    assert module._milliseconds(1e-4) == "0.10 ms"
