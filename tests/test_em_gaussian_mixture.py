@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.stats as st
 import threadpoolctl
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as hs
 from scipy.special import rel_entr
 from sklearn.mixture import GaussianMixture
@@ -233,6 +233,10 @@ def _check_monotone(restarts):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(seed=hs.integers(0, 2**31 - 1), spread=hs.floats(0.2, 5.0))
+# Found by hypothesis: a full covariance collapses onto the line through two rows
+# (eigenvalues 1e-14 and 1); before the eigenvalue check of _mark_unresolved the
+# trace then followed rounding noise (decreases of 3e-3) instead of failing.
+@example(seed=101, spread=1.0)
 def test_trace_never_decreases(covariance_type, seed, spread):
     """Cross-check 4 (ML, reg_covar = 0): random data, 4 random starts each."""
     rng = np.random.default_rng(seed)

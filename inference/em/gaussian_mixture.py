@@ -533,17 +533,28 @@ def _mark_unresolved(covariances, stats: GMMStats, safe_counts):
     small for the dtype (with reg_covar = 0 the likelihood is unbounded there).
     Such a restart is marked failed (its objective turns NaN), as a singular
     covariance would be, instead of following rounding noise.
+
+    A full covariance can also collapse along a direction that is no axis (onto
+    a line through two rows, say): its smallest eigenvalue is then compared
+    with the same bound for the largest mean square, trace(second_c) / N_c.
     """
     dtype = covariances.dtype
+    tiny = _RESOLUTION * jnp.finfo(dtype).eps
     second = stats.second
     if second.ndim == 3:
+        smallest = jnp.linalg.eigvalsh(covariances)[:, 0]
+        total = jnp.trace(second, axis1=-2, axis2=-1)
+        collapsed = smallest < tiny * total / safe_counts
         second = jnp.diagonal(second, axis1=-2, axis2=-1)
-    elif second.shape[1] == 1:
-        # "spherical": sum_j over the features, so the mean square per feature.
+    else:
+        collapsed = False
+    if second.shape[1] == 1:
+        # "spherical": sum_j over the features, so the mean square per feature
+        # (a one-feature "diag" is divided by d = 1).
         second = second / covariances.shape[-1]
-    resolution = _RESOLUTION * jnp.finfo(dtype).eps * second / safe_counts[:, None]
+    resolution = tiny * second / safe_counts[:, None]
     variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
-    unresolved = jnp.any(variances < resolution, axis=-1)
+    unresolved = jnp.any(variances < resolution, axis=-1) | collapsed
     return jnp.where(unresolved[:, None, None], jnp.nan, covariances)
 
 
@@ -778,9 +789,10 @@ def _problem(x, row_weights, reg_covar, prior, covariance_type) -> _Problem:
     # The data are centred, so second moment / total is the data covariance.
     second_moment = _second_moment(centred, row_weights)
     products = None
-    width = {"full": num_features * (num_features + 1) // 2, "tied": 0}.get(
-        covariance_type, 2 * num_features
-    )
+    # Columns of row_products ("tied" has none: its products are second_moment).
+    width = {"full": num_features * (num_features + 1) // 2,
+             "diag": 2 * num_features, "spherical": num_features + 1}.get(
+        covariance_type, 0)
     if covariance_type == "tied":
         products = second_moment
     elif 0 < num_rows * width <= PRODUCTS_MAX_ELEMENTS:
@@ -937,7 +949,7 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
             f"({num_rows}); every component needs data: use num_components <= "
             f"{num_rows}"
         )
-    varying = varying_columns(x)
+    varying = _varying_columns(x)
     check_constant_columns(varying, reg_covar, prior)
     # A column with >= k distinct values proves >= k distinct rows; try the first
     # rows of each column (cheap), then whole columns, and only fall back to the
@@ -959,7 +971,7 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
     return x, varying
 
 
-def varying_columns(x) -> np.ndarray:
+def _varying_columns(x) -> np.ndarray:
     """(d,) True for a column that takes two different values.
 
     The first rows settle it for almost every column (one small comparison);
