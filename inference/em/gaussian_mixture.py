@@ -47,9 +47,10 @@ x_i x_i^T, ``row_products``), and the M-step takes one-pass statistics
 log10(1 + R^2) digits, R being a component's distance from the data centre in its
 own standard deviations: nothing that matters in float64, 7 - log10(1 + R^2)
 digits left in float32 (``models.gaussian_mixture._expanded_squares``). A variance
-below what its statistics resolve (a collapse onto a point far from the centre
-with reg_covar too small for the dtype) fails the restart instead of following
-rounding noise (``_mark_unresolved``). Matrix products use HIGHEST precision (no
+below what its statistics resolve (a collapse onto a point far from the centre,
+or of a full covariance onto a line through two rows, with reg_covar too small
+for the dtype) fails the restart instead of following rounding noise
+(``_mark_unresolved``). Matrix products use HIGHEST precision (no
 TF32 on GPUs); nothing leaves the device inside the loop. A component whose N_c
 falls below ``EMPTY_COMPONENT_COUNT`` is reseeded at the worst-explained row
 with the data covariance (one component per iteration), which is the one place
