@@ -66,6 +66,7 @@ import numpyro
 
 numpyro.enable_x64()  # float64 runs need it; float32 data stay float32
 
+import _device  # noqa: E402
 import _runtime as rt  # noqa: E402
 import benchmark_multinomial  # noqa: E402
 import benchmark_scale  # noqa: E402
@@ -282,6 +283,9 @@ def markdown_report(rows, restart_rows, args, command, elapsed, load):
 
 
 def run_gmm(args, command) -> int:
+    # Our column runs where --device says (scikit-learn always on the CPU);
+    # --dtypes stays explicit, so the device's default precision is not used.
+    _device.configure(args.device)
     grid = FULL_GRID if args.full else DEFAULT_GRID
     grid = {name: getattr(args, name) or values for name, values in grid.items()}
     out = Path(args.out)
@@ -360,6 +364,7 @@ def add_gmm_parser(subparsers):
                         help="markdown output (default out/benchmark_gmm.md)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress messages, no printed table")
+    _device.add_arguments(parser)
     parser.set_defaults(run=run_gmm)
     return parser
 
@@ -392,6 +397,9 @@ def main(argv=None) -> int:
         sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args, command)
+    except rt.UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return rt.EXIT_USAGE
     except rt.OutputError as error:
         print(f"error: {error}", file=sys.stderr)
         return rt.EXIT_OUTPUT

@@ -933,12 +933,9 @@ def settings_from_args(args) -> Settings:
 
 
 def _run_with_settings(args, command):
+    # A UsageError (--device gpu without a GPU) is reported by benchmark.main.
     args.settings = settings_from_args(args)
-    try:
-        return run_scale(args, command)
-    except rt.UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return rt.EXIT_USAGE
+    return run_scale(args, command)
 
 
 # --- worker entry point -----------------------------------------------------------

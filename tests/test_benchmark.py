@@ -63,6 +63,21 @@ def test_tiny_gmm_benchmark_writes_its_table(tmp_path):
     assert float(restart[9].rstrip("x")) > 0  # screened restarts
 
 
+def test_gmm_device_gpu_without_a_gpu_exits_2(tmp_path):
+    out = tmp_path / "gmm.md"
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "gmm", "--device", "gpu", "--n", "1000",
+         "--d", "2", "--k", "2", "--restarts", "0", "--out", str(out), "--quiet"],
+        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+        text=True, timeout=120,
+    )
+    if completed.returncode == 0:
+        pytest.skip("this machine has a GPU: --device gpu rightly succeeded")
+    assert completed.returncode == 2, completed.stderr
+    assert "--device gpu: JAX found no GPU" in completed.stderr
+    assert "Traceback" not in completed.stderr and not out.exists()
+
+
 def test_start_is_valid_and_sklearn_precisions_invert_it():
     benchmark = _load_benchmark()
     x = benchmark.simulate(500, 3, 4, "float64", seed=0)
