@@ -194,13 +194,17 @@ class _State(NamedTuple):
 # ------------------------------------------------------------------- E and M steps
 
 
-def e_step(params: GMMParams, x, covariance_type: str = "full"):
+def e_step(params: GMMParams, x, covariance_type: str = "full", products=None):
     """Log responsibilities (n, k) and log p(x_i | theta) per row (n,).
 
-    A component of weight exactly 0 (a padding component of a one-program sweep)
-    gets log responsibility -inf, i.e. responsibility exactly 0.
+    ``products``: ``row_products(x, covariance_type)``, read instead of x where
+    given (``_component_log_prob``). A component of weight exactly 0 (a padding
+    component of a one-program sweep) gets log responsibility -inf, i.e.
+    responsibility exactly 0.
     """
-    weighted = jnp.log(params.weights) + component_log_prob(params, x, covariance_type)
+    weighted = jnp.log(params.weights) + _component_log_prob(
+        params, x, covariance_type, products
+    )
     log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
     return weighted - log_norm[:, None], log_norm
 
@@ -374,10 +378,7 @@ def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
     sum_i v_i x_i x_i^T of these rows (``_second_moment``), which no iteration
     changes; or None (then "full" shifts by ``params.means``).
     """
-    component = _component_log_prob(params, x, covariance_type, products)
-    weighted = jnp.log(params.weights) + component
-    log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
-    log_resp = weighted - log_norm[:, None]
+    log_resp, log_norm = e_step(params, x, covariance_type, products)
     real = row_weights > 0
     weighted_resp = jnp.exp(log_resp) * row_weights[:, None]
     if covariance_type == "full" and products is None:
@@ -536,26 +537,24 @@ def _mark_unresolved(covariances, stats: GMMStats, safe_counts):
     covariance would be, instead of following rounding noise.
 
     A full covariance can also collapse along a direction that is no axis (onto
-    a line through two rows, say): its smallest eigenvalue is then compared
-    with the same bound for the largest mean square, trace(second_c) / N_c.
+    a line through two rows, say): its smallest eigenvalue is compared with the
+    bound for the largest mean square, trace(second_c) / N_c. That test covers
+    the per-axis one (lambda_min <= S_jj and second_jj <= trace(second_c)).
     """
-    dtype = covariances.dtype
-    tiny = _RESOLUTION * jnp.finfo(dtype).eps
+    tiny = _RESOLUTION * jnp.finfo(covariances.dtype).eps
     second = stats.second
     if second.ndim == 3:
         smallest = jnp.linalg.eigvalsh(covariances)[:, 0]
         total = jnp.trace(second, axis1=-2, axis2=-1)
-        collapsed = smallest < tiny * total / safe_counts
-        second = jnp.diagonal(second, axis1=-2, axis2=-1)
+        unresolved = smallest < tiny * total / safe_counts
     else:
-        collapsed = False
-    if second.shape[1] == 1:
-        # "spherical": sum_j over the features, so the mean square per feature
-        # (a one-feature "diag" is divided by d = 1).
-        second = second / covariances.shape[-1]
-    resolution = tiny * second / safe_counts[:, None]
-    variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
-    unresolved = jnp.any(variances < resolution, axis=-1) | collapsed
+        if second.shape[1] == 1:
+            # "spherical": sum_j over the features, so the mean square per
+            # feature (a one-feature "diag" is divided by d = 1).
+            second = second / covariances.shape[-1]
+        variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
+        unresolved = jnp.any(variances < tiny * second / safe_counts[:, None],
+                             axis=-1)
     return jnp.where(unresolved[:, None, None], jnp.nan, covariances)
 
 
@@ -760,10 +759,7 @@ def _weighted_centre(x, row_weights):
 
 def _mean_log_likelihood(params, x, row_weights, num_rows, covariance_type,
                          products=None):
-    weighted = jnp.log(params.weights) + _component_log_prob(
-        params, x, covariance_type, products
-    )
-    log_norm = jax.scipy.special.logsumexp(weighted, axis=-1)
+    log_norm = e_step(params, x, covariance_type, products)[1]
     return jnp.sum(jnp.where(row_weights > 0, row_weights * log_norm, 0.0)) / num_rows
 
 
