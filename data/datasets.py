@@ -34,7 +34,7 @@ def load_old_faithful() -> pd.DataFrame:
     272 rows, columns ``eruptions`` (duration, minutes) and ``waiting`` (minutes
     to the next eruption). Bundled as ``data/faithful.csv``.
     """
-    path = files("data").joinpath("faithful.csv")
+    path = files("latentmix.data").joinpath("faithful.csv")
     with path.open("r") as handle:
         return pd.read_csv(handle, dtype={"eruptions": float, "waiting": float})
 

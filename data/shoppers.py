@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.validation import DataWarning, warn
+from latentmix.data.validation import DataWarning, warn
 
 __all__ = [
     "BasketCounts",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions.util import multinomial
 
-from data.validation import check_int
+from latentmix.data.validation import check_int
 
 __all__ = [
     "TrinomialExperiment",

@@ -7,6 +7,8 @@ function is being traced inside ``jit``) are only shape-checked: a value check o
 tracer is impossible and would be meaningless.
 """
 
+import inspect
+import os
 import warnings
 
 import jax
@@ -22,7 +24,9 @@ __all__ = [
     "check_same_rows",
     "check_int",
     "check_nonnegative",
+    "find_stack_level",
     "is_traced",
+    "warn",
 ]
 
 
@@ -146,6 +150,41 @@ def check_int(name: str, value, *, minimum: int) -> int:
     return int(value)
 
 
-def warn(message: str, category=DataWarning, stacklevel: int = 3) -> None:
-    """Emit a warning attributed to the caller of the public function."""
-    warnings.warn(message, category, stacklevel=stacklevel)
+def _library_folders() -> tuple[str, ...]:
+    """Folders whose frames a warning skips: latentmix's library packages and the
+    JAX/NumPyro code a jitted or traced call runs through on its way to ours."""
+    import numpyro
+
+    from latentmix import inference, models
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    folders = [here, *inference.__path__, *models.__path__,
+               os.path.dirname(jax.__file__), os.path.dirname(numpyro.__file__)]
+    return tuple(os.path.join(os.path.abspath(folder), "") for folder in folders)
+
+
+def find_stack_level() -> int:
+    """The ``stacklevel`` that attributes a warning to the user's line.
+
+    Counts the frames, from the caller of ``find_stack_level`` outwards, that
+    belong to latentmix's library (``data``, ``models``, ``inference``) or to
+    JAX/NumPyro (a warning raised while our jitted core is traced sits below
+    ``jax.jit``'s frames), and stops at the first other frame: the user's code,
+    a script of ours, or a test. As NumPyro's ``numpyro.util.find_stack_level``,
+    so no call site hand-counts its depth.
+    """
+    folders = _library_folders()
+    frame = inspect.currentframe().f_back  # the function that will warn: level 1
+    level = 1
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(folders):
+            break
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn(message: str, category=DataWarning) -> None:
+    """Emit a warning attributed to the first line outside the library."""
+    warnings.warn(message, category, stacklevel=find_stack_level())

@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
-from models.gaussian_mixture import GMMParams, from_sites
+from latentmix.models.gaussian_mixture import GMMParams, from_sites
 
 __all__ = [
     "align_components",

@@ -12,7 +12,6 @@ plus NumPyro's per-draw divergence flags. Thresholds: R-hat > 1.01, ESS < 100 pe
 chain, any divergence.
 """
 
-import warnings
 
 import arviz as az
 import jax
@@ -24,7 +23,8 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.initialization import init_to_uniform, init_to_value
 from numpyro.infer.util import unconstrain_fn
 
-from data.validation import check_int
+from latentmix.data.validation import check_int
+from latentmix.data.validation import warn as emit_warning
 
 __all__ = [
     "SamplerWarning",
@@ -194,10 +194,9 @@ def diagnostics(idata: az.InferenceData, *, var_names=None, warn: bool = True):
         if divergent:
             problems.append(f"{divergent} divergent transition(s)")
         if problems:
-            warnings.warn(
+            emit_warning(
                 "NUTS diagnostics: " + "; ".join(problems)
                 + ". Run longer chains, raise target_accept_prob, or reparametrise.",
                 SamplerWarning,
-                stacklevel=2,
             )
     return table

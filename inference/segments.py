@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from data.validation import check_nonnegative
-from models.multinomial_mixture import MultinomialMixtureParams
+from latentmix.data.validation import check_nonnegative
+from latentmix.models.multinomial_mixture import MultinomialMixtureParams
 
 __all__ = [
     "HouseholdProfiles",

@@ -33,16 +33,16 @@ import numpy as np
 import pandas as pd
 from jax.scipy.special import xlogy
 
-from data.validation import check_int, check_matrix
-from inference.em.driver import EMResult
-from inference.em.gaussian_mixture import e_step, fit_gaussian_mixture
-from inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
-from inference.em.multinomial_mixture import (
+from latentmix.data.validation import check_int, check_matrix
+from latentmix.inference.em.driver import EMResult
+from latentmix.inference.em.gaussian_mixture import e_step, fit_gaussian_mixture
+from latentmix.inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
+from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_sweep,
 )
-from models import multinomial_mixture
-from models.gaussian_mixture import GMMParams, num_parameters
+from latentmix.models import multinomial_mixture
+from latentmix.models.gaussian_mixture import GMMParams, num_parameters
 
 __all__ = [
     "aic",

@@ -21,7 +21,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNorma
 from numpyro.infer.initialization import init_to_uniform, init_to_value
 from numpyro.optim import Adam
 
-from data.validation import check_int, check_positive
+from latentmix.data.validation import check_int, check_positive
 
 __all__ = ["SVIResult", "fit_map", "fit_vi", "GUIDES"]
 

@@ -52,8 +52,8 @@ import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import gammaln, logsumexp, multigammaln, xlogy
 
-from data.simulate import simulate_gaussian_mixture
-from data.validation import check_int, is_traced
+from latentmix.data.simulate import simulate_gaussian_mixture
+from latentmix.data.validation import check_int, is_traced
 
 __all__ = [
     "COVARIANCE_TYPES",

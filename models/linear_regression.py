@@ -25,7 +25,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.linalg import cho_solve
 
-from data.validation import (
+from latentmix.data.validation import (
     check_matrix,
     check_positive,
     check_same_rows,

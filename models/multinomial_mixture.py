@@ -38,8 +38,8 @@ import scipy.sparse
 from jax.experimental import sparse as jsparse
 from jax.scipy.special import gammaln, xlogy
 
-from data.simulate_counts import sample_multinomial_mixture
-from data.validation import check_int, is_traced
+from latentmix.data.simulate_counts import sample_multinomial_mixture
+from latentmix.data.validation import check_int, is_traced
 
 __all__ = [
     "EMPTY_LABEL",

@@ -62,28 +62,22 @@ import time
 import warnings
 from pathlib import Path
 
-import numpyro
+import jax
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
+from sklearn.mixture import GaussianMixture
 
-numpyro.enable_x64()  # float64 runs need it; float32 data stay float32
-
-import _device  # noqa: E402
-import _runtime as rt  # noqa: E402
-import benchmark_multinomial  # noqa: E402
-import benchmark_scale  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from _bench import (  # noqa: E402
+from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
+from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, GMMParams
+from latentmix.scripts import benchmark_multinomial, benchmark_scale, device
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.bench import (
     choice_list,
     int_list,
     simulate,  # noqa: F401 (part of this module's interface, used by tests)
     start_params,
     timed,
 )
-from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
-
-from inference.em import ConvergenceWarning, fit_gaussian_mixture  # noqa: E402
-from models.gaussian_mixture import COVARIANCE_TYPES, GMMParams  # noqa: E402
 
 DTYPES = ("float64", "float32")
 FULL_GRID = {"n": (10_000, 100_000, 1_000_000), "d": (2, 16, 64), "k": (4, 16, 64),
@@ -285,7 +279,7 @@ def markdown_report(rows, restart_rows, args, command, elapsed, load):
 def run_gmm(args, command) -> int:
     # Our column runs where --device says (scikit-learn always on the CPU);
     # --dtypes stays explicit, so the device's default precision is not used.
-    _device.configure(args.device)
+    device.configure(args.device)
     grid = FULL_GRID if args.full else DEFAULT_GRID
     grid = {name: getattr(args, name) or values for name, values in grid.items()}
     out = Path(args.out)
@@ -364,13 +358,14 @@ def add_gmm_parser(subparsers):
                         help="markdown output (default out/benchmark_gmm.md)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress messages, no printed table")
-    _device.add_arguments(parser)
+    device.add_arguments(parser)
     parser.set_defaults(run=run_gmm)
     return parser
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, prog: str | None = None):
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="benchmark", required=True)
     gmm = add_gmm_parser(subparsers)
     benchmark_multinomial.add_multinomial_parser(subparsers)
@@ -391,8 +386,11 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    # float64 runs need JAX's 64-bit mode; float32 data stay float32. Each
+    # subcommand picks its platform itself (--device) before any JAX work.
+    jax.config.update("jax_enable_x64", True)
     command = "python scripts/benchmark.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     try:

@@ -55,21 +55,21 @@ import time
 import warnings
 from pathlib import Path
 
-import _runtime as rt
 import jax
 import jax.numpy as jnp
 import numpy as np
-import reference_mnmm as ref
-from _bench import choice_list, int_list, positive, timed
 
-from data.shoppers import load_complete_journey, split_by_time, take_baskets
-from data.validation import DataWarning
-from inference.em import (
+from latentmix.data.shoppers import load_complete_journey, split_by_time, take_baskets
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import (
     ConvergenceWarning,
     MultinomialMixtureParams,
     fit_multinomial_mixture,
 )
-from inference.selection import select_num_components_multinomial
+from latentmix.inference.selection import select_num_components_multinomial
+from latentmix.scripts import reference_mnmm as ref
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.bench import choice_list, int_list, positive, timed
 
 PROTOCOL_K = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 40, 50, 60, 70, 80, 90,
               100)

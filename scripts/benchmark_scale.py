@@ -7,7 +7,7 @@
         [--dense-cap-gib 2] [--sweep-k 1,...,20] [--protocol-k 2,...,10]
         [--protocol-rows 20000] [--out out/benchmark_scale.md] [--seed 0] [--quiet]
 
-Everything runs on the platform ``--device`` selects (``scripts/_device.py``: a GPU
+Everything runs on the platform ``--device`` selects (``scripts/device.py``: a GPU
 when JAX finds one, else the CPU) in ``--dtype`` (float64 on CPU, float32 on GPU by
 default); run the command once with ``--device cpu`` and once with ``--device gpu``
 for a CPU and a GPU column. Sections (``--sections`` picks some):
@@ -74,11 +74,16 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import _device
-import _runtime as rt
 import jax
 import numpy as np
-from _bench import (
+
+from latentmix.data.chunks import DEFAULT_CHUNK_ROWS, chunks_from_npy
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
+from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, GMMParams
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.bench import (
     choice_list,
     int_list,
     positive,
@@ -87,11 +92,6 @@ from _bench import (
     start_params,
     timed,
 )
-
-from data.chunks import DEFAULT_CHUNK_ROWS, chunks_from_npy
-from data.validation import DataWarning
-from inference.em import ConvergenceWarning, fit_gaussian_mixture
-from models.gaussian_mixture import COVARIANCE_TYPES, GMMParams
 
 SECTIONS = ("time", "memory", "sharded", "sparse", "sweeps")
 SCRIPT = Path(__file__).resolve()
@@ -382,7 +382,7 @@ def sparse_counts(num_rows, num_categories, nonzeros, num_components, seed):
 
 
 def random_multinomial_start(num_components, num_categories, seed):
-    from inference.em import MultinomialMixtureParams
+    from latentmix.inference.em import MultinomialMixtureParams
 
     rng = np.random.default_rng(seed + 1)
     return MultinomialMixtureParams(
@@ -392,7 +392,7 @@ def random_multinomial_start(num_components, num_categories, seed):
 
 def sharded_worker(spec):
     """Single-device against ``devices=count`` fits, GMM then multinomial."""
-    from inference.em import fit_multinomial_mixture
+    from latentmix.inference.em import fit_multinomial_mixture
 
     count = spec["devices"]
     found = jax.devices()
@@ -457,7 +457,7 @@ def sharded_section(settings, args, choice, progress):
 
 
 def sparse_rows(settings, args, choice, progress):
-    import benchmark_multinomial as bm
+    from latentmix.scripts import benchmark_multinomial as bm
 
     itemsize = np.dtype(choice.dtype).itemsize
     rows = []
@@ -490,7 +490,7 @@ def sparse_rows(settings, args, choice, progress):
 def complete_journey_row(settings, args, choice, progress, bm):
     """The same comparison on real baskets: Complete Journey at product_type
     level, every department (every basket, a few non-zeros per row)."""
-    from data.shoppers import load_complete_journey
+    from latentmix.data.shoppers import load_complete_journey
 
     with progress.step("sparse: Complete Journey product_type"):
         counts = load_complete_journey(department=None, level="product_type").counts
@@ -517,9 +517,9 @@ def complete_journey_row(settings, args, choice, progress, bm):
 
 
 def _sweep_function(name):
-    import inference.em
+    from latentmix.inference import em
 
-    return getattr(inference.em, name, None)
+    return getattr(em, name, None)
 
 
 def compare_sweep(sweep_fn, separate_fn, num_components_list, rng_key):
@@ -572,9 +572,8 @@ def sweep_rows(settings, args, choice, progress):
         rows.append({"problem": label, "error": "fit_multinomial_mixture_sweep is "
                      "not available in inference.em yet"})
         return rows
-    import benchmark_multinomial as bm
-
-    from inference.em import fit_multinomial_mixture
+    from latentmix.inference.em import fit_multinomial_mixture
+    from latentmix.scripts import benchmark_multinomial as bm
 
     with progress.step("sweeps: load the Complete Journey"):
         train, _ = bm.load_training(settings.protocol_rows, args.seed)
@@ -819,7 +818,7 @@ def sweep_lines(rows):
 
 
 def run_scale(args, command) -> int:
-    choice = _device.configure(args.device, args.dtype)
+    choice = device.configure(args.device, args.dtype)
     settings = args.settings
     out = Path(args.out)
     rt.prepare_output_dir(out.parent, overwrite=True, marker=out.name)
@@ -906,7 +905,7 @@ def add_scale_parser(subparsers):
     mode.add_argument("--full", action="store_true",
                       help="N up to 1e7 (about 10 GiB of memory) and the whole "
                       "multinomial protocol (an hour or more)")
-    _device.add_arguments(parser, dtype=True)
+    device.add_arguments(parser, dtype=True)
     parser.add_argument("--sections", type=choice_list(SECTIONS), default=SECTIONS,
                         help="comma-separated subset of " + ",".join(SECTIONS))
     parser.add_argument("--covariance-type", choices=COVARIANCE_TYPES,
@@ -948,7 +947,7 @@ def worker_main(argv) -> int:
               file=sys.stderr)
         return rt.EXIT_USAGE
     spec = json.loads(argv[1])
-    _device.configure(spec["device"], spec["dtype"])
+    device.configure(spec["device"], spec["dtype"])
     worker = sharded_worker if spec["mode"] == "sharded" else memory_worker
     print("RESULT " + json.dumps(worker(spec)), flush=True)
     return rt.EXIT_OK

@@ -12,7 +12,7 @@ derivation in brief, the cross-check table, NUTS diagnostics, model-selection
 curves, the shopper segments, timings, seeds and library versions.
 
 ``--fast`` shrinks every story (fewer draws, steps, K values, rows) for tests.
-``--device`` picks the platform (``scripts/_device.py``; a GPU when JAX finds one
+``--device`` picks the platform (``scripts/device.py``; a GPU when JAX finds one
 by default); the stories compute in float64 on any device.
 """
 
@@ -23,14 +23,9 @@ import sys
 import time
 from importlib import metadata
 
-import numpyro
-
-numpyro.set_host_device_count(4)
-numpyro.enable_x64()
-
-import _device  # noqa: E402
-import _runtime as rt  # noqa: E402
-from _report import Report  # noqa: E402
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.report import Report
 
 STORIES = (
     ("linear_regression", "Bayesian linear regression"),
@@ -106,7 +101,8 @@ def add_story(report: Report, key: str, title: str, result: dict) -> None:
         )
 
 
-def main(args) -> int:
+def run(args) -> int:
+    """Run the stories and write the report (JAX already configured)."""
     out = rt.prepare_output_dir(args.out, overwrite=True, marker="report.html")
     progress = rt.Progress(quiet=args.quiet)
     report = Report("latentmix: latent-variable models checked four ways")
@@ -123,10 +119,10 @@ def main(args) -> int:
         seed=args.seed, out=str(out), quiet=args.quiet, fast=args.fast
     )
     for key, title in STORIES:
-        module = importlib.import_module(key)
+        module = importlib.import_module(f"latentmix.scripts.{key}")
         with progress.step(title):
             try:
-                result = module.main(story_args)
+                result = module.run(story_args)
             except KeyboardInterrupt:
                 status = "interrupted"
                 report.paragraph(f"{title}: interrupted.")
@@ -148,14 +144,25 @@ def main(args) -> int:
     return rt.EXIT_INTERRUPTED if status == "interrupted" else rt.EXIT_OK
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, prog: str | None = None):
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out", help="output folder (default: out)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument("--fast", action="store_true",
                         help="reduced sizes (seconds, for tests)")
-    _device.add_arguments(parser)
-    arguments = parser.parse_args()
-    _device.configure_or_exit(arguments.device, dtype="float64")
-    sys.exit(main(arguments))
+    device.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    """Command-line entry point: parse, configure JAX, run the stories."""
+    arguments = parse_args(argv, prog)
+    rt.use_agg_backend()
+    device.configure_or_exit(arguments.device, dtype="float64", host_devices=4)
+    return run(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

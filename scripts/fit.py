@@ -25,10 +25,9 @@ import argparse
 import os
 import sys
 import traceback
-from pathlib import Path
 
-import _device
-import _runtime as rt
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
 
 MODELS = ("linear-regression", "gaussian-mixture", "multinomial-mixture")
 METHODS = ("em", "map", "vi", "nuts", "all")
@@ -84,9 +83,9 @@ def column_list(text: str) -> list[str]:
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fit.py",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="NUTS draws per chain")
     parser.add_argument("--num-warmup", type=positive_int, default=1000)
     parser.add_argument("--num-chains", type=positive_int, default=4)
-    _device.add_arguments(parser, dtype=True)
+    device.add_arguments(parser, dtype=True)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results already in --out")
@@ -167,11 +166,9 @@ def check_arguments(args) -> None:
 def configure_jax(args) -> None:
     """Pick host devices, platform and precision before JAX starts (once per
     process); ``args.dtype`` becomes the concrete dtype ("float32"/"float64")."""
-    import numpyro
-
     # NUTS runs its chains in parallel on that many CPU devices.
-    numpyro.set_host_device_count(max(args.num_chains, 1))
-    choice = _device.configure(args.device, args.dtype)
+    choice = device.configure(args.device, args.dtype,
+                              host_devices=max(args.num_chains, 1))
     args.dtype = choice.dtype
 
 
@@ -179,14 +176,14 @@ def run(args, progress: rt.Progress) -> int:
     """Validate, fit, write. Returns the exit status (exceptions map in main)."""
     import warnings
 
-    from data.tables import read_table
+    from latentmix.data.tables import read_table
 
     configure_jax(args)  # a missing GPU is a usage error: before any output
     out = rt.prepare_output_dir(args.out, overwrite=args.overwrite)
     notes: list[str] = []
     frame = read_table(args.data, sep=args.sep)
 
-    import fitting
+    from latentmix.scripts import fitting
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -201,12 +198,12 @@ def run(args, progress: rt.Progress) -> int:
     return rt.EXIT_OK
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def main(argv=None, prog: str = "fit.py") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)  # exits 2 on a bad option
     progress = rt.Progress(quiet=args.quiet)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from data.tables import DataError
+    rt.use_agg_backend()
+    from latentmix.data.tables import DataError
 
     try:
         check_arguments(args)
@@ -225,7 +222,7 @@ def main(argv=None) -> int:
         print(f"error: numerical failure: {error}", file=sys.stderr)
         return rt.EXIT_NUMERIC
     except KeyboardInterrupt:
-        import fitting
+        from latentmix.scripts import fitting
 
         fitting.write_interrupted(args)
         print("interrupted: partial results written with status 'interrupted'",

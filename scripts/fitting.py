@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import _runtime as rt
 import jax
 import numpy as np
 import pandas as pd
-from _report import Report
 
-from data.tables import DataError, numeric_matrix, require_columns
+from latentmix.data.tables import DataError, numeric_matrix, require_columns
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.report import Report
 
 PARTIAL: dict = {"out": None, "payload": {}}
 
@@ -58,10 +58,10 @@ def _nuts_gate(table: pd.DataFrame, outcome: Outcome, label: str) -> None:
 
 
 def fit_linear_regression(args, frame, progress) -> Outcome:
-    from inference.em import fit_linear_regression as em_fit
-    from inference.mcmc import diagnostics, run_nuts
-    from inference.svi import fit_map, fit_vi
-    from models import linear_regression as lr
+    from latentmix.inference.em import fit_linear_regression as em_fit
+    from latentmix.inference.mcmc import diagnostics, run_nuts
+    from latentmix.inference.svi import fit_map, fit_vi
+    from latentmix.models import linear_regression as lr
 
     path = args.data
     require_columns(frame, [args.target], path=path, role="target column")
@@ -245,9 +245,9 @@ def fit(args, frame, out: Path, progress, notes) -> Outcome:
     if args.model == "linear-regression":
         return fit_linear_regression(args, frame, progress)
     if args.model == "gaussian-mixture":
-        from fitting_mixtures import fit_gaussian_mixture
+        from latentmix.scripts.fitting_mixtures import fit_gaussian_mixture
 
         return fit_gaussian_mixture(args, frame, progress, PARTIAL, Outcome)
-    from fitting_mixtures import fit_multinomial_mixture
+    from latentmix.scripts.fitting_mixtures import fit_multinomial_mixture
 
     return fit_multinomial_mixture(args, frame, progress, PARTIAL, Outcome)

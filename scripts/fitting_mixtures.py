@@ -6,13 +6,18 @@ BIC, ICL or held-out log-likelihood), fit it by EM, then optionally MAP and VI
 against it), and write per-row assignments.
 """
 
-import _runtime as rt
 import jax
 import numpy as np
 import pandas as pd
-from fitting import default_columns
 
-from data.tables import DataError, count_matrix, numeric_matrix, require_columns
+from latentmix.data.tables import (
+    DataError,
+    count_matrix,
+    numeric_matrix,
+    require_columns,
+)
+from latentmix.scripts import runtime as rt
+from latentmix.scripts.fitting import default_columns
 
 HELDOUT_FRACTION = 0.2
 
@@ -55,8 +60,8 @@ def _selection_figure(table: pd.DataFrame, criterion: str, out, name: str):
 def _nuts_block(model, model_args, model_kwargs, init_sites, reference, args,
                 outcome, progress, key):
     """NUTS started at the EM fit; diagnostics before and after relabelling."""
-    from inference.align import relabel_samples
-    from inference.mcmc import diagnostics, run_nuts
+    from latentmix.inference.align import relabel_samples
+    from latentmix.inference.mcmc import diagnostics, run_nuts
 
     with progress.step("NUTS"):
         idata = run_nuts(model, *model_args, rng_key=key,
@@ -101,11 +106,11 @@ def _cross_table(estimates: dict, reference_name: str) -> pd.DataFrame:
 
 
 def fit_gaussian_mixture(args, frame, progress, partial, Outcome):
-    from inference.align import align_components
-    from inference.em import fit_gaussian_mixture as em_fit
-    from inference.selection import gmm_bic, select_num_components
-    from inference.svi import fit_map, fit_vi
-    from models import gaussian_mixture as gm
+    from latentmix.inference.align import align_components
+    from latentmix.inference.em import fit_gaussian_mixture as em_fit
+    from latentmix.inference.selection import gmm_bic, select_num_components
+    from latentmix.inference.svi import fit_map, fit_vi
+    from latentmix.models import gaussian_mixture as gm
 
     columns = args.columns or default_columns(frame, set())
     # The EM keeps the data's dtype: this is where --dtype reaches it.
@@ -241,7 +246,7 @@ def _basket_counts(args, frame):
     """BasketCounts-like (counts, row ids, groups, categories) from wide or long."""
     from scipy import sparse
 
-    from data.shoppers import baskets_from_lines
+    from latentmix.data.shoppers import baskets_from_lines
 
     if args.format == "long":
         needed = [args.basket_column, args.category_column]
@@ -281,11 +286,14 @@ def _basket_counts(args, frame):
 
 
 def fit_multinomial_mixture(args, frame, progress, partial, Outcome):
-    from inference.em import fit_multinomial_mixture as em_fit
-    from inference.segments import segment_map, top_categories
-    from inference.selection import multinomial_bic, select_num_components_multinomial
-    from inference.svi import fit_map, fit_vi
-    from models import multinomial_mixture as mm
+    from latentmix.inference.em import fit_multinomial_mixture as em_fit
+    from latentmix.inference.segments import segment_map, top_categories
+    from latentmix.inference.selection import (
+        multinomial_bic,
+        select_num_components_multinomial,
+    )
+    from latentmix.inference.svi import fit_map, fit_vi
+    from latentmix.models import multinomial_mixture as mm
 
     counts, row_ids, groups, categories = _basket_counts(args, frame)
     key_select, key_fit, key_map, key_vi, key_nuts = jax.random.split(
@@ -390,7 +398,7 @@ def fit_multinomial_mixture(args, frame, progress, partial, Outcome):
 def _segment_map_figure(coords, weights, out):
     import matplotlib.pyplot as plt
 
-    from inference.segments import plot_segment_map
+    from latentmix.inference.segments import plot_segment_map
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     plot_segment_map(coords, weights, ax=ax)

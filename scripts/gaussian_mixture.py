@@ -47,39 +47,30 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpyro
+import arviz as az
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Ellipse
+from scipy.stats import chi2
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
+from sklearn.mixture import GaussianMixture
 
-numpyro.set_host_device_count(4)
-numpyro.enable_x64()
-
-import arviz as az  # noqa: E402
-import jax  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-
-import _device  # noqa: E402
-import _runtime as rt  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
-from scipy.stats import chi2  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning  # noqa: E402
-from sklearn.mixture import GaussianMixture  # noqa: E402
-
-from data.datasets import load_old_faithful  # noqa: E402
-from data.validation import DataWarning  # noqa: E402
-from inference.align import relabel_samples  # noqa: E402
-from inference.em import (  # noqa: E402
+from latentmix.data.datasets import load_old_faithful
+from latentmix.data.validation import DataWarning
+from latentmix.inference.align import relabel_samples
+from latentmix.inference.em import (
     ConvergenceWarning,
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
 )
-from inference.mcmc import SamplerWarning, diagnostics, run_nuts  # noqa: E402
-from inference.selection import gmm_bic, select_num_components  # noqa: E402
-from inference.svi import fit_map, fit_vi  # noqa: E402
-from models import gaussian_mixture as gm  # noqa: E402
+from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
+from latentmix.inference.selection import gmm_bic, select_num_components
+from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.models import gaussian_mixture as gm
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
 
 FEATURES = ("eruptions", "waiting")
 REG_COVAR = 1e-6  # scikit-learn's default floor, used by both sides
@@ -641,7 +632,7 @@ def summarise(cross, res):
     )
 
 
-def main(args) -> dict:
+def run(args) -> dict:
     """Run every fit and cross-check, write tables and figures, return a dict.
 
     Keys: ``summary``, ``warnings``, ``tables`` [(caption, DataFrame)],
@@ -751,19 +742,26 @@ def parse_args(argv=None):
     parser.add_argument("--num-components", type=int, default=2,
                         help="K of the fitted mixture (default: 2)")
     # The stories' cross-check tolerances are set for float64, on any device.
-    _device.add_arguments(parser)
+    device.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_components < 1:
         parser.error(f"--num-components must be >= 1, got {args.num_components}")
     return args
 
 
-if __name__ == "__main__":
-    arguments = parse_args()
-    _device.configure_or_exit(arguments.device, dtype="float64")
+def main(argv=None) -> int:
+    """Command-line entry point: parse, configure JAX, run, exit status."""
+    arguments = parse_args(argv)
+    rt.use_agg_backend()
+    device.configure_or_exit(arguments.device, dtype="float64",
+                             host_devices=4)
     try:
-        result = main(arguments)
+        result = run(arguments)
     except rt.OutputError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(rt.EXIT_OUTPUT)
-    sys.exit(rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC)
+        return rt.EXIT_OUTPUT
+    return rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC
+
+
+if __name__ == "__main__":
+    sys.exit(main())

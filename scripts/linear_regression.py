@@ -41,33 +41,22 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpyro
+import arviz as az
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import numpyro.distributions as dist
+import pandas as pd
+import scipy.linalg
+from sklearn.linear_model import BayesianRidge
 
-numpyro.set_host_device_count(4)
-numpyro.enable_x64()
-
-import arviz as az  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-
-import _device  # noqa: E402
-import _runtime as rt  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-import pandas as pd  # noqa: E402
-import scipy.linalg  # noqa: E402
-from sklearn.linear_model import BayesianRidge  # noqa: E402
-
-from data.datasets import load_diabetes  # noqa: E402
-from data.validation import DataWarning  # noqa: E402
-from inference.em import ConvergenceWarning, fit_linear_regression  # noqa: E402
-from inference.mcmc import SamplerWarning, diagnostics, run_nuts  # noqa: E402
-from inference.svi import fit_map, fit_vi  # noqa: E402
-from models.linear_regression import (  # noqa: E402
+from latentmix.data.datasets import load_diabetes
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import ConvergenceWarning, fit_linear_regression
+from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
+from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.models.linear_regression import (
     HYPERPRIOR_CONCENTRATION,
     HYPERPRIOR_RATE,
     gaussian_features,
@@ -76,7 +65,9 @@ from models.linear_regression import (  # noqa: E402
     posterior_and_log_evidence,
     predictive,
 )
-from models.linear_regression import model as regression_model  # noqa: E402
+from latentmix.models.linear_regression import model as regression_model
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
 
 NOISE_SD = 0.3  # sinusoid noise; true noise precision 1 / 0.09 = 11.1
 NUM_CENTERS = 9
@@ -690,7 +681,7 @@ def print_tables(coefficients, table_view, summary):
         print("\n" + summary)
 
 
-def main(args) -> dict:
+def run(args) -> dict:
     """Run both cross-checks, write tables and figures, return everything as a dict.
 
     Keys: ``summary``, ``warnings``, ``tables`` [(caption, DataFrame)],
@@ -782,16 +773,23 @@ def parse_args(argv=None):
     parser.add_argument("--fast", action="store_true",
                         help="reduced sizes (seconds, for tests)")
     # The stories' cross-check tolerances are set for float64, on any device.
-    _device.add_arguments(parser)
+    device.add_arguments(parser)
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    arguments = parse_args()
-    _device.configure_or_exit(arguments.device, dtype="float64")
+def main(argv=None) -> int:
+    """Command-line entry point: parse, configure JAX, run, exit status."""
+    arguments = parse_args(argv)
+    rt.use_agg_backend()
+    device.configure_or_exit(arguments.device, dtype="float64",
+                             host_devices=4)
     try:
-        result = main(arguments)
+        result = run(arguments)
     except rt.OutputError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(rt.EXIT_OUTPUT)
-    sys.exit(rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC)
+        return rt.EXIT_OUTPUT
+    return rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,41 +63,30 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import numpyro
+import arviz as az
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.special import logsumexp
+from scipy.stats import multinomial
 
-numpyro.set_host_device_count(4)
-numpyro.enable_x64()
-
-import arviz as az  # noqa: E402
-import jax  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-
-import _device  # noqa: E402
-import _runtime as rt  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
-from scipy.stats import multinomial  # noqa: E402
-
-from data.shoppers import (  # noqa: E402
+from latentmix.data.shoppers import (
     basket_summary,
     load_complete_journey,
     split_by_time,
     take_baskets,
 )
-from data.validation import DataWarning  # noqa: E402
-from inference.align import relabel_samples  # noqa: E402
-from inference.em import (  # noqa: E402
+from latentmix.data.validation import DataWarning
+from latentmix.inference.align import relabel_samples
+from latentmix.inference.em import (
     ConvergenceWarning,
     MultinomialMixtureParams,
     MultinomialMixturePrior,
     fit_multinomial_mixture,
 )
-from inference.mcmc import SamplerWarning, diagnostics, run_nuts  # noqa: E402
-from inference.segments import (  # noqa: E402
+from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
+from latentmix.inference.segments import (
     compare_global_grouped,
     household_indicator,
     household_profiles,
@@ -107,13 +96,15 @@ from inference.segments import (  # noqa: E402
     segment_profiles,
     top_categories,
 )
-from inference.selection import (  # noqa: E402
+from latentmix.inference.selection import (
     heldout_log_likelihood,
     multinomial_bic,
     select_num_components_multinomial,
 )
-from inference.svi import fit_vi  # noqa: E402
-from models import multinomial_mixture as mm  # noqa: E402
+from latentmix.inference.svi import fit_vi
+from latentmix.models import multinomial_mixture as mm
+from latentmix.scripts import device
+from latentmix.scripts import runtime as rt
 
 # The reference tutorial's results (ARTICLES.md §4.6-4.7), on the original
 # two-year Kaggle release of the Complete Journey: a different household sample
@@ -982,7 +973,7 @@ def resolve_settings(args) -> Settings:
     return settings
 
 
-def main(args) -> dict:
+def run(args) -> dict:
     """Run the whole story, write tables and figures, return a dict.
 
     Keys: ``summary``, ``warnings``, ``tables`` [(caption, DataFrame)],
@@ -1056,20 +1047,27 @@ def parse_args(argv=None):
                         help="comma-separated K values to sweep, e.g. 2,3,4,30 "
                              "(default 2..10,12,15,20,30; --fast: 2,3,4)")
     # The stories' cross-check tolerances are set for float64, on any device.
-    _device.add_arguments(parser)
+    device.add_arguments(parser)
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    arguments = parse_args()
-    _device.configure_or_exit(arguments.device, dtype="float64")
+def main(argv=None) -> int:
+    """Command-line entry point: parse, configure JAX, run, exit status."""
+    arguments = parse_args(argv)
+    rt.use_agg_backend()
+    device.configure_or_exit(arguments.device, dtype="float64",
+                             host_devices=4)
     try:
-        result = main(arguments)
+        result = run(arguments)
     except rt.OutputError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(rt.EXIT_OUTPUT)
+        return rt.EXIT_OUTPUT
     except (ImportError, FileNotFoundError) as error:
         print(f"error: cannot load the Complete Journey data: {error}",
               file=sys.stderr)
-        sys.exit(rt.EXIT_DATA)
-    sys.exit(rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC)
+        return rt.EXIT_DATA
+    return rt.EXIT_OK if result["all_passed"] else rt.EXIT_NUMERIC
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,22 +1,23 @@
 """Test configuration: CPU, float64, parallel host devices for NUTS chains.
 
 x64 must be on before any array is created, and the host device count must be set
-before JAX initialises its backends, hence both happen at import time here.
+before JAX initialises its backends: ``pytest_configure`` runs after this file is
+imported and before any test module is collected, and importing jax or numpyro
+starts no backend.
 """
 
 import os
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax
+import numpyro
+import pytest
 
-import numpyro  # noqa: E402
 
-numpyro.set_host_device_count(4)
-numpyro.enable_x64()
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update("jax_platforms", "cpu")
+def pytest_configure(config):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    jax.config.update("jax_platforms", "cpu")
+    numpyro.set_host_device_count(4)
+    numpyro.enable_x64()
 
 
 @pytest.fixture

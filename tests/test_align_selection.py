@@ -16,21 +16,21 @@ import threadpoolctl
 from scipy.special import entr
 from sklearn.mixture import GaussianMixture
 
-from data.simulate import simulate_gaussian_mixture
-from inference.align import (
+from latentmix.data.simulate import simulate_gaussian_mixture
+from latentmix.inference.align import (
     align_components,
     gaussian_jeffreys_divergence,
     relabel_samples,
 )
-from inference.selection import (
+from latentmix.inference.selection import (
     gmm_aic,
     gmm_bic,
     gmm_icl,
     select_num_components,
 )
-from models import gaussian_mixture as gm
-from models.gaussian_mixture import GMMParams
-from models.multinomial_mixture import MultinomialMixtureParams
+from latentmix.models import gaussian_mixture as gm
+from latentmix.models.gaussian_mixture import GMMParams
+from latentmix.models.multinomial_mixture import MultinomialMixtureParams
 
 
 def separated_params(num_components=4, num_features=2, seed=0):

@@ -6,7 +6,6 @@ log-likelihoods of both libraries from the same start must agree to float64
 rounding, which proves that the two timed calls do the same computation.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,18 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.gaussian_mixture import COVARIANCE_TYPES, check_params
+from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, check_params
+from latentmix.scripts import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 
 
-def _load_benchmark():
-    sys.path.insert(0, str(ROOT / "scripts"))  # for its `import _runtime`
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _table_rows(text, first_cell):
@@ -79,7 +73,6 @@ def test_gmm_device_gpu_without_a_gpu_exits_2(tmp_path):
 
 
 def test_start_is_valid_and_sklearn_precisions_invert_it():
-    benchmark = _load_benchmark()
     x = benchmark.simulate(500, 3, 4, "float64", seed=0)
     for covariance_type in COVARIANCE_TYPES:
         start = benchmark.start_params(x, 4, covariance_type, seed=0)

@@ -11,7 +11,6 @@
   E-step), and 20 of its iterations match 20 of ours from the same start.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,24 +21,17 @@ import numpy as np
 import pytest
 from scipy.stats import multinomial
 
-from data.simulate_counts import sample_multinomial_mixture
-from inference.em import (
+from latentmix.data.simulate_counts import sample_multinomial_mixture
+from latentmix.inference.em import (
     ConvergenceWarning,
     MultinomialMixtureParams,
     fit_multinomial_mixture,
 )
-from models.multinomial_mixture import log_likelihood
+from latentmix.models.multinomial_mixture import log_likelihood
+from latentmix.scripts import benchmark_multinomial, reference_mnmm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-
-
-def _load_reference():
-    spec = importlib.util.spec_from_file_location(
-        "reference_mnmm", ROOT / "scripts" / "reference_mnmm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _table_rows(text, first_cell):
@@ -60,7 +52,7 @@ def small_counts():
 
 
 def test_reference_e_step_is_bayes_rule(small_counts):
-    ref = _load_reference()
+    ref = reference_mnmm
     rng = np.random.default_rng(1)
     alpha, beta = ref.reference_init(rng, 3, small_counts.shape[1])
     gamma = ref.reference_e_step(small_counts, alpha, beta)
@@ -74,7 +66,7 @@ def test_reference_e_step_is_bayes_rule(small_counts):
 
 
 def test_reference_vlb_is_tight_after_the_e_step(small_counts):
-    ref = _load_reference()
+    ref = reference_mnmm
     rng = np.random.default_rng(2)
     alpha, beta = ref.reference_init(rng, 3, small_counts.shape[1])
     gamma = ref.reference_e_step(small_counts, alpha, beta)
@@ -89,7 +81,7 @@ def test_reference_vlb_is_tight_after_the_e_step(small_counts):
 
 
 def test_reference_iterations_match_ours_from_the_same_start(small_counts):
-    ref = _load_reference()
+    ref = reference_mnmm
     rng = np.random.default_rng(3)
     alpha, beta = ref.reference_init(rng, 3, small_counts.shape[1])
     theirs = ref.reference_train_once(small_counts, alpha, beta, rtol=0.0,
@@ -144,11 +136,7 @@ def test_a_tiny_iteration_time_never_prints_as_zero():
     """Per-iteration times of a tiny problem are microseconds: two decimals of a
     millisecond would print them as 0.00 (and the table's ratio next to them
     would look like a division by zero)."""
-    sys.path.insert(0, str(ROOT / "scripts"))  # for its `import _bench`
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_multinomial", ROOT / "scripts" / "benchmark_multinomial.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_multinomial
     assert module._milliseconds(3.2e-6) == "0.0032 ms"
     assert module._milliseconds(0.06425) == "64.25 ms"
     assert module._milliseconds(1e-4) == "0.10 ms"

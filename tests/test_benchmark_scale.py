@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latentmix.scripts import bench, benchmark_scale
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import _bench  # noqa: E402
-import benchmark_scale  # noqa: E402
 
 # Same EM from the same start, float64, values of order 1-10, a few iterations:
 # only the order of summation differs (relative rounding ~1e-16 per operation,
@@ -106,7 +104,7 @@ def test_quick_run_writes_every_section(tmp_path):
     ],
 )
 def test_bad_arguments_exit_2(argv, message, capsys):
-    import benchmark
+    from latentmix.scripts import benchmark
 
     with pytest.raises(SystemExit) as exit_:
         benchmark.parse_args(["scale", *argv])
@@ -126,7 +124,7 @@ def test_device_gpu_without_a_gpu_exits_2(tmp_path):
 
 
 def test_options_override_the_mode_settings():
-    import benchmark
+    from latentmix.scripts import benchmark
 
     args = benchmark.parse_args(["scale", "--quick", "--n", "1e3,2e3",
                                  "--sweep-k", "1,3"])
@@ -140,10 +138,10 @@ def test_options_override_the_mode_settings():
 
 
 def test_int_list_parses_powers_of_ten_and_rejects_fractions():
-    assert _bench.int_list("10000,1e5, 2") == (10_000, 100_000, 2)
+    assert bench.int_list("10000,1e5, 2") == (10_000, 100_000, 2)
     for text in ("2.5", "a", "", "3,3", "0"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _bench.int_list(text)
+            bench.int_list(text)
 
 
 def test_sparse_counts_have_the_asked_shape_and_sparsity():

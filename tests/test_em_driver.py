@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import inference.em.linear_regression as em_linear_regression
-from inference.em import fit_linear_regression, run_em
+import latentmix.inference.em.linear_regression as em_linear_regression
+from latentmix.inference.em import fit_linear_regression, run_em
 
 
 def geometric_step(params):

@@ -23,17 +23,17 @@ from hypothesis import strategies as hs
 from scipy.special import rel_entr
 from sklearn.mixture import GaussianMixture
 
-from data.datasets import PENGUIN_FEATURES, load_old_faithful, load_penguins
-from data.validation import DataWarning
-from inference.em import (
+from latentmix.data.datasets import PENGUIN_FEATURES, load_old_faithful, load_penguins
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import (
     ConvergenceWarning,
     GMMPrior,
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
 )
-from inference.em import gaussian_mixture as em
-from models import gaussian_mixture as gm
-from models.gaussian_mixture import GMMParams
+from latentmix.inference.em import gaussian_mixture as em
+from latentmix.models import gaussian_mixture as gm
+from latentmix.models.gaussian_mixture import GMMParams
 
 COVARIANCE_TYPES = gm.COVARIANCE_TYPES
 NUM_ROWS, NUM_FEATURES, NUM_COMPONENTS, MAX_ITERS = 150, 2, 3, 100

@@ -22,29 +22,29 @@ import scipy.stats
 from jax.experimental import sparse as jsparse
 from scipy.special import logsumexp
 
-from data.simulate_counts import (
+from latentmix.data.simulate_counts import (
     TRINOMIAL_EXPERIMENTS,
     make_dataset,
     random_split,
     sample_multinomial_mixture,
 )
-from data.validation import DataWarning
-from inference.align import align_components
-from inference.em import (
+from latentmix.data.validation import DataWarning
+from latentmix.inference.align import align_components
+from latentmix.inference.em import (
     ConvergenceWarning,
     EMResult,
     MultinomialMixtureParams,
     MultinomialMixturePrior,
     fit_multinomial_mixture,
 )
-from inference.em import multinomial_mixture as em_module
-from inference.selection import (
+from latentmix.inference.em import multinomial_mixture as em_module
+from latentmix.inference.selection import (
     heldout_log_likelihood,
     multinomial_bic,
     multinomial_icl,
     select_num_components_multinomial,
 )
-from models.multinomial_mixture import (
+from latentmix.models.multinomial_mixture import (
     EMPTY_LABEL,
     assignments,
     log_likelihood,

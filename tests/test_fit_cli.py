@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+from latentmix.scripts import fit
 
-import fit  # noqa: E402
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def run_cli(*argv):

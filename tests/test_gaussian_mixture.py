@@ -15,8 +15,8 @@ import scipy.stats as st
 from numpyro.infer.util import log_density
 from sklearn.mixture import GaussianMixture
 
-from models import gaussian_mixture as gm
-from models.gaussian_mixture import GMMParams, GMMPrior
+from latentmix.models import gaussian_mixture as gm
+from latentmix.models.gaussian_mixture import GMMParams, GMMPrior
 
 COVARIANCE_TYPES = gm.COVARIANCE_TYPES
 

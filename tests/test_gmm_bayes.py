@@ -28,10 +28,10 @@ from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import log_density, potential_energy
 
-from inference.align import relabel_samples
-from inference.em import fit_gaussian_mixture
-from inference.svi import fit_map, fit_vi
-from models import gaussian_mixture as gm
+from latentmix.inference.align import relabel_samples
+from latentmix.inference.em import fit_gaussian_mixture
+from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.models import gaussian_mixture as gm
 
 TRUTH = gm.GMMParams(
     np.array([0.4, 0.6]),

@@ -21,19 +21,19 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.mixture import GaussianMixture
 
-import inference.em.gaussian_mixture as em
-import inference.em.gaussian_mixture_streaming as streaming
-import inference.em.gaussian_mixture_sweep as sweep_module
-from data.chunks import (
+import latentmix.inference.em.gaussian_mixture as em
+import latentmix.inference.em.gaussian_mixture_streaming as streaming
+import latentmix.inference.em.gaussian_mixture_sweep as sweep_module
+from latentmix.data.chunks import (
     chunks_from_array,
     chunks_from_factory,
     chunks_from_npy,
     chunks_from_parquet,
 )
-from data.validation import DataWarning
-from inference.em import fit_gaussian_mixture, fit_gaussian_mixture_sweep
-from inference.selection import select_num_components
-from models.gaussian_mixture import COVARIANCE_TYPES, GMMParams, default_prior
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import fit_gaussian_mixture, fit_gaussian_mixture_sweep
+from latentmix.inference.selection import select_num_components
+from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, GMMParams, default_prior
 
 PARAMS_ATOL = 1e-10
 LOGLIK_ATOL = 1e-12

@@ -18,10 +18,10 @@ import scipy.stats
 from scipy.special import logsumexp
 from sklearn.linear_model import BayesianRidge
 
-from data.datasets import load_diabetes
-from data.validation import DataWarning
-from inference.em import ConvergenceWarning, fit_linear_regression
-from models.linear_regression import (
+from latentmix.data.datasets import load_diabetes
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import ConvergenceWarning, fit_linear_regression
+from latentmix.models.linear_regression import (
     GaussianPosterior,
     gaussian_features,
     log_evidence,

@@ -28,12 +28,12 @@ from numpyro.infer.util import (
     unconstrain_fn,
 )
 
-from data.simulate_counts import sample_multinomial_mixture
-from inference.align import align_components, relabel_samples
-from inference.em import MultinomialMixturePrior, fit_multinomial_mixture
-from inference.mcmc import RHAT_THRESHOLD, diagnostics
-from inference.svi import fit_map, fit_vi
-from models.multinomial_mixture import MultinomialMixtureParams, model
+from latentmix.data.simulate_counts import sample_multinomial_mixture
+from latentmix.inference.align import align_components, relabel_samples
+from latentmix.inference.em import MultinomialMixturePrior, fit_multinomial_mixture
+from latentmix.inference.mcmc import RHAT_THRESHOLD, diagnostics
+from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.models.multinomial_mixture import MultinomialMixtureParams, model
 
 NUM_COMPONENTS = 4
 

@@ -20,8 +20,12 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 from scipy.special import logsumexp
 
-from data.simulate_counts import make_dataset, random_split, sample_multinomial_mixture
-from models.multinomial_mixture import (
+from latentmix.data.simulate_counts import (
+    make_dataset,
+    random_split,
+    sample_multinomial_mixture,
+)
+from latentmix.models.multinomial_mixture import (
     EMPTY_LABEL,
     MultinomialMixtureParams,
     MultinomialMixturePrior,

@@ -31,15 +31,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.chunks import (
+from latentmix.data.chunks import (
     chunks_from_array,
     chunks_from_factory,
     chunks_from_npy,
     chunks_from_parquet,
 )
-from data.simulate_counts import sample_multinomial_mixture
-from data.validation import DataWarning
-from inference.em import (
+from latentmix.data.simulate_counts import sample_multinomial_mixture
+from latentmix.data.validation import DataWarning
+from latentmix.inference.em import (
     ConvergenceWarning,
     MultinomialMixtureParams,
     MultinomialMixturePrior,
@@ -47,8 +47,8 @@ from inference.em import (
     fit_multinomial_mixture_sweep,
     multinomial_streaming,
 )
-from inference.em import multinomial_mixture as em_module
-from inference.selection import select_num_components_multinomial
+from latentmix.inference.em import multinomial_mixture as em_module
+from latentmix.inference.selection import select_num_components_multinomial
 
 TOL = 1e-12  # float64 summation-order noise, see the module docstring
 

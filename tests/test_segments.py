@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.manifold import ClassicalMDS
 
-from inference.segments import (
+from latentmix.inference.segments import (
     HouseholdProfiles,
     category_lift,
     classical_mds,
@@ -26,7 +26,7 @@ from inference.segments import (
     segment_weights,
     top_categories,
 )
-from models.multinomial_mixture import MultinomialMixtureParams
+from latentmix.models.multinomial_mixture import MultinomialMixtureParams
 
 # Sums of at most a few hundred float64 terms: exact comparisons to 1e-12.
 EXACT = 1e-12

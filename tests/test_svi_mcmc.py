@@ -27,10 +27,10 @@ import pytest
 import scipy.linalg
 from numpyro.infer.util import log_density
 
-from inference.em import fit_linear_regression
-from inference.mcmc import SamplerWarning, diagnostics, run_nuts
-from inference.svi import fit_map, fit_vi
-from models.linear_regression import (
+from latentmix.inference.em import fit_linear_regression
+from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
+from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.models.linear_regression import (
     HYPERPRIOR_CONCENTRATION,
     HYPERPRIOR_RATE,
     model,

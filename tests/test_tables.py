@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.tables import DataError, count_matrix, numeric_matrix, read_table
+from latentmix.data.tables import DataError, count_matrix, numeric_matrix, read_table
 
 
 def write(tmp_path, text, name="input.csv"):

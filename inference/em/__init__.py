@@ -9,23 +9,23 @@ out of core from a ``data.chunks.ChunkedRows``) and
 ``fit_multinomial_mixture_sweep`` (a K sweep in one compiled program).
 """
 
-from inference.em.driver import ConvergenceWarning, EMResult, run_em
-from inference.em.gaussian_mixture import (
+from latentmix.inference.em.driver import ConvergenceWarning, EMResult, run_em
+from latentmix.inference.em.gaussian_mixture import (
     GMMPrior,
     GMMRestarts,
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
 )
-from inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
-from inference.em.linear_regression import (
+from latentmix.inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
+from latentmix.inference.em.linear_regression import (
     LinearRegressionParams,
     fit_linear_regression,
 )
-from inference.em.multinomial_mixture import (
+from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_sweep,
 )
-from models.multinomial_mixture import (
+from latentmix.models.multinomial_mixture import (
     MultinomialMixtureParams,
     MultinomialMixturePrior,
 )

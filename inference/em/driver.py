@@ -21,12 +21,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
+    "AllRestartsFailedError",
     "ConvergenceWarning",
     "EMCarry",
     "EMResult",
+    "EMRestarts",
     "advance_restarts",
+    "best_result",
+    "collect_restarts",
+    "continue_best",
     "initial_carry",
     "keep_going",
     "next_carry",
@@ -37,6 +43,15 @@ __all__ = [
 
 class ConvergenceWarning(UserWarning):
     """EM stopped at max_iters before meeting its stopping rule."""
+
+
+class AllRestartsFailedError(FloatingPointError):
+    """Every restart of an EM fit ended with a non-finite objective or parameters.
+
+    The one failure every ``fit_*`` of a mixture raises (a ``FloatingPointError``,
+    so ``except FloatingPointError`` keeps catching it); the message names what
+    went wrong and what to change.
+    """
 
 
 class EMResult(NamedTuple):
@@ -68,6 +83,47 @@ class EMCarry(NamedTuple):
     delta: jax.Array
     num_iters: jax.Array
     trace: jax.Array
+
+
+class EMRestarts(NamedTuple):
+    """Every restart of one fit (the ``fit_*_restarts`` functions of each model).
+
+    results: EMResult whose every field has a leading (num_restarts,) axis.
+    num_reseeds: (num_restarts,) how many times a component was reseeded (0
+        for models that never reseed).
+    failed: (num_restarts,) True where the objective or a parameter turned
+        non-finite; a failed restart is never converged.
+    best_index: index of the best finite restart (highest objective), -1 if all
+        failed.
+    """
+
+    results: EMResult
+    num_reseeds: np.ndarray
+    failed: np.ndarray
+    best_index: int
+
+
+def collect_restarts(results: EMResult, num_reseeds, failed) -> EMRestarts:
+    """EMRestarts with the best finite restart (highest objective) marked."""
+    failed = np.asarray(failed)
+    scores = np.where(failed, -np.inf, np.asarray(results.log_likelihood))
+    best_index = -1 if failed.all() else int(np.argmax(scores))
+    return EMRestarts(results, np.asarray(num_reseeds), failed, best_index)
+
+
+def best_result(restarts: EMRestarts) -> EMResult:
+    """The EMResult of the best restart (raise when every restart failed).
+
+    Raises:
+      AllRestartsFailedError: ``restarts.best_index`` is -1. The caller adds
+        what to change for its model through the exception's message.
+    """
+    if restarts.best_index < 0:
+        raise AllRestartsFailedError(
+            f"all {len(restarts.failed)} EM restart(s) produced a non-finite "
+            f"objective"
+        )
+    return jax.tree_util.tree_map(lambda a: a[restarts.best_index], restarts.results)
 
 
 def stopping_rule_met(objective, delta, tol, rtol):
@@ -172,3 +228,43 @@ def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
     )
     converged = stopping_rule_met(final.objective, final.delta, tol, rtol)
     return final.params, final.num_iters, converged, final.trace
+
+
+def continue_best(screened, restart, max_iters: int):
+    """Run the best screened restart on to convergence (Biernacki et al. 2003).
+
+    ``screened`` = (EMResult with a leading restart axis, num_reseeds, failed)
+    after ``screen_iters`` iterations of every restart; ``restart(params)``
+    runs one restart from ``params`` for the remaining budget and returns the
+    same triple for one restart. Inside jit (vmap-free: one restart continues).
+
+    Every restart has run ``screen_iters`` iterations; the one with the highest
+    objective continues from where it stopped with the remaining budget, unless
+    it has already stopped (converged or failed). Its trace, iteration count and
+    reseed count join up with the screening's, so its EMResult reads as one
+    run; the other restarts keep their screening results.
+    """
+    results, num_reseeds, failed = screened
+    best = jnp.argmax(jnp.where(failed, -jnp.inf, results.log_likelihood))
+    first = jax.tree_util.tree_map(lambda a: a[best], results)
+
+    def go_on(_):
+        result, reseeds, has_failed = restart(first.params)
+        return result._replace(
+            num_iters=first.num_iters + result.num_iters,
+            trace=jnp.concatenate([first.trace, result.trace]),
+        ), num_reseeds[best] + reseeds, has_failed
+
+    def stay(_):
+        padding = jnp.full(max_iters - first.trace.shape[0], jnp.nan,
+                           first.trace.dtype)
+        return first._replace(trace=jnp.concatenate([first.trace, padding])), (
+            num_reseeds[best]), failed[best]
+
+    stopped = first.converged | failed[best]
+    final, reseeds, has_failed = jax.lax.cond(stopped, stay, go_on, None)
+    padding = jnp.full((results.trace.shape[0], max_iters - results.trace.shape[1]),
+                       jnp.nan, results.trace.dtype)
+    results = results._replace(trace=jnp.concatenate([results.trace, padding], 1))
+    results = jax.tree_util.tree_map(lambda a, b: a.at[best].set(b), results, final)
+    return results, num_reseeds.at[best].set(reseeds), failed.at[best].set(has_failed)

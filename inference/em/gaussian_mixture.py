@@ -64,7 +64,6 @@ padding components in a one-program K sweep
 """
 
 import math
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -72,16 +71,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data.chunks import ChunkedRows
-from data.validation import (
+from latentmix.data.chunks import ChunkedRows
+from latentmix.data.validation import (
     DataWarning,
     check_int,
     check_matrix,
     check_nonnegative,
+    warn,
 )
-from inference.em.driver import ConvergenceWarning, EMResult, run_em
-from inference.sharding import check_devices, place_rows
-from models.gaussian_mixture import (
+from latentmix.inference.em.driver import (
+    ConvergenceWarning,
+    EMResult,
+    continue_best,
+    run_em,
+)
+from latentmix.inference.sharding import check_devices, place_rows
+from latentmix.models.gaussian_mixture import (
     GMMParams,
     GMMPrior,
     _variances,
@@ -878,7 +883,7 @@ def _fit(x, row_weights, init_params, keys, tol, reg_covar, prior, *,
     """All restarts of EM (vmap over ``keys``), each one lax.while_loop.
 
     With ``screen_iters`` > 0, every restart runs that many iterations and only
-    the best one continues (``_continue_best``).
+    the best one continues (``driver.continue_best``).
     """
     problem = _problem(x, row_weights, reg_covar, prior, covariance_type)
     active = jnp.ones((num_components,), bool)
@@ -891,43 +896,8 @@ def _fit(x, row_weights, init_params, keys, tol, reg_covar, prior, *,
     results = jax.vmap(partial(restart, max_iters=first_iters))(keys, init_params)
     if not screen_iters:
         return results
-    return _continue_best(results, partial(restart, None, max_iters=max_iters
-                                           - screen_iters), max_iters)
-
-
-def _continue_best(screened, restart, max_iters):
-    """Run the best screened restart on to convergence (Biernacki et al. 2003).
-
-    Every restart has run ``screen_iters`` iterations; the one with the highest
-    objective continues from where it stopped with the remaining budget, unless
-    it has already stopped (converged or failed). Its trace, iteration count and
-    reseed count join up with the screening's, so its EMResult reads as one
-    run; the other restarts keep their screening results.
-    """
-    results, num_reseeds, failed = screened
-    best = jnp.argmax(jnp.where(failed, -jnp.inf, results.log_likelihood))
-    first = jax.tree_util.tree_map(lambda a: a[best], results)
-
-    def go_on(_):
-        result, reseeds, has_failed = restart(first.params)
-        return result._replace(
-            num_iters=first.num_iters + result.num_iters,
-            trace=jnp.concatenate([first.trace, result.trace]),
-        ), num_reseeds[best] + reseeds, has_failed
-
-    def stay(_):
-        padding = jnp.full(max_iters - first.trace.shape[0], jnp.nan,
-                           first.trace.dtype)
-        return first._replace(trace=jnp.concatenate([first.trace, padding])), (
-            num_reseeds[best]), failed[best]
-
-    stopped = first.converged | failed[best]
-    final, reseeds, has_failed = jax.lax.cond(stopped, stay, go_on, None)
-    padding = jnp.full((results.trace.shape[0], max_iters - results.trace.shape[1]),
-                       jnp.nan, results.trace.dtype)
-    results = results._replace(trace=jnp.concatenate([results.trace, padding], 1))
-    results = jax.tree_util.tree_map(lambda a, b: a.at[best].set(b), results, final)
-    return results, num_reseeds.at[best].set(reseeds), failed.at[best].set(has_failed)
+    return continue_best(results, partial(restart, None, max_iters=max_iters
+                                          - screen_iters), max_iters)
 
 
 # ------------------------------------------------------------- Python boundary
@@ -958,12 +928,11 @@ def _check_data(x, num_components, covariance_type, reg_covar, prior):
     ):
         num_distinct = len(np.unique(x, axis=0))
         if num_distinct < num_components:
-            warnings.warn(
+            warn(
                 f"x has only {num_distinct} distinct row(s) for num_components="
                 f"{num_components}: some components will be empty (reseeded) or "
                 f"collapse onto single points; lower num_components",
                 DataWarning,
-                stacklevel=4,
             )
     return x, varying
 
@@ -992,12 +961,11 @@ def check_constant_columns(varying, reg_covar, prior) -> None:
             f"with reg_covar=0, the covariances are singular. Drop the "
             f"column(s), set reg_covar > 0 or give a prior"
         )
-    warnings.warn(
+    warn(
         f"x has constant column(s) {constant}: their variance in every "
         f"component is the floor (reg_covar={reg_covar} or the prior); "
         f"consider dropping them",
         DataWarning,
-        stacklevel=5,
     )
 
 
@@ -1072,7 +1040,7 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
                 "iteration, under vmap)"
             )
         # Imported here: the streaming module builds on this one.
-        from inference.em.gaussian_mixture_streaming import fit_streaming
+        from latentmix.inference.em.gaussian_mixture_streaming import fit_streaming
 
         return fit_streaming(
             x, num_components, covariance_type=covariance_type, init=init,
@@ -1259,20 +1227,18 @@ def _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
     """Turn the per-restart diagnostics of the jitted core into warnings."""
     num_failed = int(restarts.failed.sum())
     if num_failed:
-        warnings.warn(
+        warn(
             f"{num_failed} of {len(restarts.failed)} EM restart(s) produced a "
             f"non-finite objective and were discarded",
             DataWarning,
-            stacklevel=3,
         )
     reseeds = int(restarts.num_reseeds[restarts.best_index])
     if reseeds:
-        warnings.warn(
+        warn(
             f"the best EM restart reseeded an empty component {reseeds} time(s) "
             f"(total responsibility < {EMPTY_COMPONENT_COUNT}); the data may "
             f"support fewer components",
             DataWarning,
-            stacklevel=3,
         )
     if reg_covar > 0 and varying.any():
         params = best.params
@@ -1284,20 +1250,18 @@ def _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
             smallest = variances[:, varying].min(axis=1)
         collapsed = np.flatnonzero(smallest <= 10 * reg_covar).tolist()
         if collapsed:
-            warnings.warn(
+            warn(
                 f"component(s) {collapsed} collapsed: a variance sits at the "
                 f"reg_covar floor ({reg_covar}), so the likelihood is inflated by "
                 f"a near-singular component. Lower num_components, increase "
                 f"reg_covar or give a prior",
                 DataWarning,
-                stacklevel=3,
             )
     if max_iters > 0 and not bool(best.converged):
-        warnings.warn(
+        warn(
             f"EM did not converge in max_iters={max_iters} iterations (tol={tol}); "
             f"increase max_iters or tol, try other starts, or check for degenerate "
             f"data",
             ConvergenceWarning,
-            stacklevel=3,
         )
 

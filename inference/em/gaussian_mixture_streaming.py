@@ -31,14 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data.chunks import ChunkedRows
-from inference.em.driver import (
+from latentmix.data.chunks import ChunkedRows
+from latentmix.inference.em.driver import (
     EMCarry,
     advance_restarts,
     initial_carry,
     stopping_rule_met,
 )
-from inference.em.gaussian_mixture import (
+from latentmix.inference.em.gaussian_mixture import (
     _initial_params,
     _mean_log_likelihood,
     _prepare_prior,
@@ -52,8 +52,8 @@ from inference.em.gaussian_mixture import (
     finished_result,
     statistics,
 )
-from inference.sharding import check_devices, padded_rows, place_rows
-from models.gaussian_mixture import log_prior
+from latentmix.inference.sharding import check_devices, padded_rows, place_rows
+from latentmix.models.gaussian_mixture import log_prior
 
 __all__ = ["INIT_SAMPLE_ROWS", "fit_streaming"]
 

@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data.validation import check_int
-from inference.em.driver import EMResult
-from inference.em.gaussian_mixture import (
+from latentmix.data.validation import check_int
+from latentmix.inference.em.driver import EMResult
+from latentmix.inference.em.gaussian_mixture import (
     _check_data,
     _check_options,
     _problem,
@@ -37,7 +37,7 @@ from inference.em.gaussian_mixture import (
     _starts,
     collect_restarts,
 )
-from inference.sharding import check_devices, place_rows
+from latentmix.inference.sharding import check_devices, place_rows
 
 __all__ = ["fit_gaussian_mixture_sweep"]
 

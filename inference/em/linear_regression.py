@@ -21,9 +21,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from data.validation import check_int, check_nonnegative, check_positive
-from inference.em.driver import ConvergenceWarning, EMResult, run_em
-from models.linear_regression import (
+from latentmix.data.validation import (
+    check_int,
+    check_nonnegative,
+    check_positive,
+    warn,
+)
+from latentmix.inference.em.driver import ConvergenceWarning, EMResult, run_em
+from latentmix.models.linear_regression import (
     check_regression_data,
     posterior_and_log_evidence,
 )
@@ -117,12 +122,10 @@ def fit_linear_regression(
         max_iters,
     )
     if max_iters > 0 and not bool(result.converged):
-        import warnings
 
-        warnings.warn(
+        warn(
             f"EM for the precisions did not converge in {max_iters} iterations "
             f"(tol={tol}); increase max_iters or tol",
             ConvergenceWarning,
-            stacklevel=2,
         )
     return result

@@ -98,7 +98,6 @@ References:
      using finite mixture models (UCI TR 01-67).
 """
 
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -110,11 +109,16 @@ from jax.scipy.special import gammaln as jax_gammaln
 from jax.scipy.special import xlogy
 from scipy.special import gammaln
 
-from data.chunks import ChunkedRows
-from data.validation import check_int, check_nonnegative, warn
-from inference.em.driver import ConvergenceWarning, EMResult, run_em
-from inference.sharding import check_devices, padded_rows, replicate, shard_rows
-from models.multinomial_mixture import (
+from latentmix.data.chunks import ChunkedRows
+from latentmix.data.validation import check_int, check_nonnegative, warn
+from latentmix.inference.em.driver import ConvergenceWarning, EMResult, run_em
+from latentmix.inference.sharding import (
+    check_devices,
+    padded_rows,
+    replicate,
+    shard_rows,
+)
+from latentmix.models.multinomial_mixture import (
     MultinomialMixtureParams,
     MultinomialMixturePrior,
     check_counts,
@@ -293,17 +297,16 @@ class _Prepared(NamedTuple):
     log_coefficient: float  # sum over baskets of log n_i! - sum_c log x_ic!
 
 
-def _warn_empty_rows(num_empty: int, num_input_rows: int, stacklevel: int) -> None:
-    """The DataWarning for all-zero rows; ``stacklevel`` counts from our caller."""
+def _warn_empty_rows(num_empty: int, num_input_rows: int) -> None:
+    """The DataWarning for all-zero rows."""
     warn(
         f"{num_empty} of {num_input_rows} rows of counts are all zero "
         f"(empty baskets): they carry no information and are excluded from the "
         f"fit; models.multinomial_mixture.assignments labels them EMPTY_LABEL (-1)",
-        stacklevel=stacklevel + 2,
     )
 
 
-def _warn_unobserved(column_totals, prior_arrays, stacklevel: int) -> None:
+def _warn_unobserved(column_totals, prior_arrays) -> None:
     """Categories never observed get probability 0 under maximum likelihood."""
     unobserved = np.flatnonzero(np.asarray(column_totals) == 0)
     if unobserved.size and np.any(
@@ -315,7 +318,6 @@ def _warn_unobserved(column_totals, prior_arrays, stacklevel: int) -> None:
             f"new baskets holding them get log-likelihood -inf; pass "
             f"prior=MultinomialMixturePrior(probs_concentration=1 + pseudocount) to "
             f"smooth them",
-            stacklevel=stacklevel + 2,
         )
 
 
@@ -352,7 +354,7 @@ def _prepare_counts(counts, groups, fold: bool) -> _Prepared:
     if empty.all():
         raise ValueError("every row of counts is zero; there is nothing to fit")
     if empty.any():
-        _warn_empty_rows(int(empty.sum()), num_input_rows, stacklevel=3)
+        _warn_empty_rows(int(empty.sum()), num_input_rows)
         matrix = matrix[~empty]
         codes = None if codes is None else codes[~empty]
         row_totals = row_totals[~empty]
@@ -644,14 +646,12 @@ def _resolve_dtype(dtype, max_row_total: float):
             warn(
                 f"a basket holds {max_row_total:.0f} items, beyond float32's exact "
                 f"integer range (2**24): fitting in float64 instead",
-                stacklevel=4,
             )
             return jnp.dtype(jnp.float64)
         warn(
             f"a basket holds {max_row_total:.0f} items, beyond float32's exact "
             f"integer range (2**24): counts and their log-factorials lose precision; "
             f"enable float64 with jax.config.update('jax_enable_x64', True)",
-            stacklevel=4,
         )
     return dtype
 
@@ -738,22 +738,20 @@ def _check_init(init, num_components, num_categories, num_groups, dtype):
     )
 
 
-def _warn_result(result: EMResult, max_iters: int, tol, rtol, stacklevel: int,
+def _warn_result(result: EMResult, max_iters: int, tol, rtol,
                  prefix: str = "") -> None:
     """ConvergenceWarning for a non-finite objective or a run cut at max_iters."""
     if not bool(jnp.isfinite(result.log_likelihood)):
-        warnings.warn(
+        warn(
             f"{prefix}every restart ended with a non-finite objective (a basket "
             f"impossible under every component); check init or use a prior",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
         )
     elif max_iters > 0 and not bool(result.converged):
-        warnings.warn(
+        warn(
             f"{prefix}EM did not converge in {max_iters} iterations (tol={tol}, "
             f"rtol={rtol}); increase max_iters or tol",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
         )
 
 
@@ -829,7 +827,7 @@ def fit_multinomial_mixture(
     if isinstance(counts, ChunkedRows):
         # The streaming module builds on this one's E- and M-step pieces, so it
         # is imported here rather than at the top (a circular import otherwise).
-        from inference.em.multinomial_streaming import fit_chunked
+        from latentmix.inference.em.multinomial_streaming import fit_chunked
 
         if groups is not None:
             raise ValueError(
@@ -847,7 +845,7 @@ def fit_multinomial_mixture(
             max_iters=max_iters, tol=tol, rtol=rtol, prior=prior, rng_key=rng_key,
             dtype=dtype, devices=devices,
         )
-        _warn_result(result, max_iters, tol, rtol, stacklevel=2)
+        _warn_result(result, max_iters, tol, rtol)
         return result
 
     prepared = _prepare_counts(counts, groups, fold)
@@ -855,7 +853,7 @@ def fit_multinomial_mixture(
     dtype = _resolve_dtype(dtype, prepared.max_row_total)
     prior_arrays = _check_prior(prior, num_components, num_categories, dtype)
     map_estimate = prior is not None
-    _warn_unobserved(prepared.column_totals, prior_arrays, stacklevel=2)
+    _warn_unobserved(prepared.column_totals, prior_arrays)
     folded = prepared.folded
     _check_distinct(num_components, folded.num_distinct)
     init_params = _check_init(init, num_components, num_categories, num_groups, dtype)
@@ -895,7 +893,7 @@ def fit_multinomial_mixture(
         global_stage=global_stage,
     )
     result = _best_restart(results)
-    _warn_result(result, max_iters, tol, rtol, stacklevel=2)
+    _warn_result(result, max_iters, tol, rtol)
     return result
 
 
@@ -990,7 +988,7 @@ def fit_multinomial_mixture_sweep(
         # Each K must accept the prior as its separate fit would.
         _check_prior(prior, num_components, num_categories, dtype)
     prior_arrays = _check_prior(prior, max_components, num_categories, dtype)
-    _warn_unobserved(prepared.column_totals, prior_arrays, stacklevel=2)
+    _warn_unobserved(prepared.column_totals, prior_arrays)
     _check_distinct(max_components, prepared.folded.num_distinct)
     layout = _resolve_layout(layout, prepared.folded, devices, dtype)
     data = _device_data(
@@ -1044,7 +1042,7 @@ def fit_multinomial_mixture_sweep(
                 best.params.probs[:num_components],
             )
         )
-        _warn_result(best, max_iters, tol, rtol, stacklevel=2,
+        _warn_result(best, max_iters, tol, rtol,
                      prefix=f"K={num_components}: ")
         fits.append(best)
     return fits

@@ -50,15 +50,15 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import gammaln
 
-from data.chunks import ChunkedRows
-from inference.em.driver import (
+from latentmix.data.chunks import ChunkedRows
+from latentmix.inference.em.driver import (
     EMCarry,
     EMResult,
     advance_restarts,
     initial_carry,
     stopping_rule_met,
 )
-from inference.em.multinomial_mixture import (
+from latentmix.inference.em.multinomial_mixture import (
     _best_restart,
     _check_distinct,
     _check_init,
@@ -73,8 +73,11 @@ from inference.em.multinomial_mixture import (
     _warn_empty_rows,
     _warn_unobserved,
 )
-from inference.sharding import padded_rows, replicate, shard_rows
-from models.multinomial_mixture import MAX_EXACT_COUNT, MultinomialMixturePrior
+from latentmix.inference.sharding import padded_rows, replicate, shard_rows
+from latentmix.models.multinomial_mixture import (
+    MAX_EXACT_COUNT,
+    MultinomialMixturePrior,
+)
 
 __all__ = ["ChunkSummary", "summarise_chunks", "fit_chunked"]
 
@@ -297,13 +300,12 @@ def fit_chunked(
     if summary.num_rows < summary.num_input_rows:
         _warn_empty_rows(
             summary.num_input_rows - summary.num_rows, summary.num_input_rows,
-            stacklevel=3,
         )
     num_categories = source.num_columns
     dtype = _resolve_dtype(dtype, summary.max_row_total)
     prior_arrays = _check_prior(prior, num_components, num_categories, dtype)
     map_estimate = prior is not None
-    _warn_unobserved(summary.column_totals, prior_arrays, stacklevel=3)
+    _warn_unobserved(summary.column_totals, prior_arrays)
     _check_distinct(num_components, summary.num_distinct)
     init_params = _check_init(init, num_components, num_categories, None, dtype)
     if init_params is not None and num_restarts != 1:

@@ -119,6 +119,21 @@ def write_json(path, payload) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+def use_agg_backend() -> None:
+    """Draw with matplotlib's file-only Agg backend, whatever MPLBACKEND says.
+
+    Called by every entry point's ``main()``: the scripts only write PNG files,
+    and a backend set for another program (Jupyter's inline backend, a GUI one
+    without a display) must neither fail a run nor open a window.
+    """
+    import os
+
+    os.environ.pop("MPLBACKEND", None)
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+
+
 def draw_figure(make, path, caption, figures: list, messages: list) -> None:
     """Draw ``make()`` and save it to ``path``; on success append (path, caption).
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from models.gaussian_mixture import GMMParams
+from latentmix.models.gaussian_mixture import GMMParams
 
 
 def timed(fn):

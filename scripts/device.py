@@ -21,7 +21,7 @@ off, so that every JAX array and NumPyro sample defaults to float32.
 import os
 from typing import NamedTuple
 
-import _runtime as rt
+from latentmix.scripts import runtime as rt
 
 DEVICES = ("auto", "cpu", "gpu")
 DTYPES = ("auto", "float32", "float64")
@@ -54,13 +54,20 @@ def add_arguments(parser, *, dtype: bool = False) -> None:
                  "default), float32 or float64")
 
 
-def configure(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
+def configure(device: str = "auto", dtype: str = "auto", *,
+              host_devices: int | None = None) -> DeviceChoice:
     """Select JAX's platform and precision; call before any JAX computation.
+
+    Every entry point calls this first thing in its ``main()`` (never at import
+    time, so that importing a script, e.g. from ``demo.py`` or a test, changes
+    nothing).
 
     Args:
       device: "auto", "cpu" or "gpu" (``DEVICES``).
       dtype: "auto", "float32" or "float64" (``DTYPES``); "auto" is float64 on
         the CPU and float32 elsewhere.
+      host_devices: on the CPU, split the host into this many XLA devices (NUTS
+        runs that many chains in parallel); None leaves JAX's default.
 
     Returns:
       The ``DeviceChoice`` made.
@@ -76,6 +83,10 @@ def configure(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
         raise rt.UsageError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     import jax
 
+    if host_devices is not None:
+        import numpyro
+
+        numpyro.set_host_device_count(host_devices)
     if device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"  # and for any subprocess we start
         jax.config.update("jax_platforms", "cpu")
@@ -95,7 +106,7 @@ def configure(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
     if device == "cpu" and platform != "cpu":
         raise RuntimeError(
             f"JAX already started on {platform!r} before --device cpu was applied; "
-            f"call _device.configure before any JAX computation"
+            f"call device.configure before any JAX computation"
         )
     if dtype == "auto":
         dtype = "float64" if platform == "cpu" else "float32"
@@ -103,12 +114,13 @@ def configure(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
     return DeviceChoice(platform, dtype, ", ".join(str(item) for item in found))
 
 
-def configure_or_exit(device: str = "auto", dtype: str = "auto") -> DeviceChoice:
-    """``configure`` for a script's ``__main__``: a UsageError exits with status 2."""
+def configure_or_exit(device: str = "auto", dtype: str = "auto", *,
+                      host_devices: int | None = None) -> DeviceChoice:
+    """``configure`` for a script's ``main``: a UsageError exits with status 2."""
     import sys
 
     try:
-        return configure(device, dtype)
+        return configure(device, dtype, host_devices=host_devices)
     except rt.UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(rt.EXIT_USAGE)
