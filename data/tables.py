@@ -11,16 +11,22 @@ delimiter must not give one column named ``"a;b"``.
 import csv
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 
 __all__ = [
+    "BasketTable",
     "DataError",
+    "basket_table",
+    "count_matrix",
+    "default_columns",
+    "heldout_split",
+    "numeric_matrix",
     "read_table",
     "require_columns",
-    "numeric_matrix",
-    "count_matrix",
 ]
 
 
@@ -212,3 +218,95 @@ def count_matrix(frame: pd.DataFrame, columns, *, path) -> np.ndarray:
                 f"float64 integers; rescale the counts"
             )
     return values.astype(np.int64)
+
+
+def default_columns(frame: pd.DataFrame, exclude) -> list[str]:
+    """Every column except ``exclude`` (e.g. the target or the group column).
+
+    Non-numeric columns are kept, so that the validators report them (naming
+    column, row and value) instead of dropping them silently.
+    """
+    names = [name for name in frame.columns if name not in exclude]
+    if not names:
+        raise DataError(f"no columns to use besides {sorted(exclude)}; add columns")
+    return names
+
+
+class BasketTable(NamedTuple):
+    """Counts of a multinomial mixture read from a user's table.
+
+    counts: (n, c) int64 counts (scipy CSR for the long format).
+    row_ids: (n,) a basket id per row (the 1-based row number for wide tables).
+    groups: (n,) group labels (e.g. households), or None.
+    categories: the c category names, in column order.
+    """
+
+    counts: object
+    row_ids: np.ndarray
+    groups: np.ndarray | None
+    categories: list
+
+
+def basket_table(frame: pd.DataFrame, *, path, table_format: str = "wide",
+                 columns=None, groups: str | None = None,
+                 basket_column: str = "basket", category_column: str = "category",
+                 quantity_column: str | None = None) -> BasketTable:
+    """Baskets x categories counts from a wide or long table.
+
+    "wide": one row per basket, one count column per category (``columns``, or
+        every column but ``groups``).
+    "long": one row per line item with ``basket_column`` and
+        ``category_column`` (and ``groups``): lines are counted per basket and
+        category, or ``quantity_column`` is summed
+        (``data.shoppers.baskets_from_lines``).
+    """
+    if table_format not in ("wide", "long"):
+        raise ValueError(f"table_format must be 'wide' or 'long', got "
+                         f"{table_format!r}")
+    if table_format == "long":
+        from latentmix.data.shoppers import baskets_from_lines
+
+        needed = [basket_column, category_column]
+        needed += [name for name in (groups, quantity_column) if name]
+        require_columns(frame, needed, path=path)
+        lines = frame.copy()
+        household = groups or "__household__"
+        if not groups:
+            lines[household] = 0
+        baskets = baskets_from_lines(
+            lines, basket_column=basket_column, household_column=household,
+            category_column=category_column, quantity_column=quantity_column,
+            value="quantity" if quantity_column else "lines")
+        return BasketTable(scipy.sparse.csr_matrix(baskets.counts),
+                           np.asarray(baskets.basket_ids),
+                           np.asarray(baskets.household_ids) if groups else None,
+                           [str(c) for c in baskets.categories])
+    exclude = {groups} if groups else set()
+    columns = list(columns) if columns else default_columns(frame, exclude)
+    if len(columns) < 2:
+        raise DataError(
+            f"a multinomial mixture needs at least 2 count columns, got {columns}"
+        )
+    counts = count_matrix(frame, columns, path=path)
+    labels = None
+    if groups:
+        require_columns(frame, [groups], path=path, role="group column")
+        missing = frame[groups].isna().to_numpy()
+        if missing.any():
+            raise DataError(f"{path}: column {groups!r}, row "
+                            f"{_first_bad(missing) + 1} is empty; every row needs "
+                            f"a group id")
+        labels = frame[groups].astype(str).to_numpy()
+    return BasketTable(counts, np.arange(1, len(counts) + 1), labels, columns)
+
+
+def heldout_split(num_rows: int, *, fraction: float = 0.2, seed: int = 0):
+    """Shuffled (train, held-out) row indices, each sorted; held-out gets
+    round(fraction x n) rows (at least 1) and train the rest."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(num_rows)
+    cut = num_rows - max(1, int(round(fraction * num_rows)))
+    if cut < 1:
+        raise DataError(f"a held-out split needs at least 2 rows, got {num_rows}")
+    return np.sort(order[:cut]), np.sort(order[cut:])

@@ -155,11 +155,11 @@ def _library_folders() -> tuple[str, ...]:
     JAX/NumPyro code a jitted or traced call runs through on its way to ours."""
     import numpyro
 
-    from latentmix import inference, models
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    folders = [here, *inference.__path__, *models.__path__,
-               os.path.dirname(jax.__file__), os.path.dirname(numpyro.__file__)]
+    # latentmix.data, .models and .inference are sibling folders, in the
+    # source tree (editable installs) as in site-packages/latentmix.
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = [os.path.join(parent, name) for name in ("data", "models", "inference")]
+    folders += [os.path.dirname(jax.__file__), os.path.dirname(numpyro.__file__)]
     return tuple(os.path.join(os.path.abspath(folder), "") for folder in folders)
 
 

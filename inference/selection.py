@@ -62,7 +62,7 @@ __all__ = [
     "select_num_components_multinomial",
 ]
 
-CRITERIA = ("bic", "aic", "icl")
+CRITERIA = ("bic", "aic", "icl", "heldout")
 
 
 def aic(total_log_likelihood, num_parameters) -> jax.Array:
@@ -129,7 +129,9 @@ class ComponentSelection(NamedTuple):
     """Result of ``select_num_components``.
 
     table: one row per K: num_components, log_likelihood (mean per row),
-        num_parameters, aic, bic, icl, converged.
+        num_parameters, aic, bic, icl, heldout_log_likelihood (total; GMM: only
+        with held-out rows, multinomial: NaN without them), converged (the
+        multinomial table adds num_iters).
     best_num_components: the K minimising the chosen criterion.
     fits: K -> EMResult of the best restart at that K.
     """
@@ -147,6 +149,7 @@ def select_num_components(
     covariance_type: str = "full",
     num_restarts: int = 5,
     rng_key,
+    heldout_x=None,
     progress_fn=None,
     one_program: bool = True,
     **fit_kwargs,
@@ -165,10 +168,13 @@ def select_num_components(
     Args:
       x: (n, d) data.
       k_values: the candidate numbers of components (distinct integers >= 1).
-      criterion: "bic", "aic" or "icl" (all lower-is-better).
+      criterion: "bic", "aic" or "icl" (all lower-is-better, on x), or
+        "heldout" (the total log-likelihood of ``heldout_x``, maximised).
       covariance_type: as in ``fit_gaussian_mixture``.
       num_restarts: restarts per K.
       rng_key: JAX PRNG key, split into one key per K.
+      heldout_x: optional (m, d) held-out rows, scored at every K's fit
+        (then the table has a column ``heldout_log_likelihood``).
       progress_fn: optional callable receiving one line of text per finished K
         (long sweeps show their progress; the library itself never prints).
         A one-program sweep reports every K once the program has finished.
@@ -176,7 +182,11 @@ def select_num_components(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if criterion == "heldout" and heldout_x is None:
+        raise ValueError("criterion='heldout' needs heldout_x")
     x = check_matrix("x", x, min_rows=2)
+    if heldout_x is not None:
+        heldout_x = check_matrix("heldout_x", heldout_x)
     k_values = [check_int("k_values entries", k, minimum=1) for k in k_values]
     if not k_values or len(set(k_values)) != len(k_values):
         raise ValueError(f"k_values must be distinct integers >= 1, got {k_values}")
@@ -205,21 +215,26 @@ def select_num_components(
         total, count, num_rows, log_resp = _gmm_terms(
             result.params, x, covariance_type
         )
-        rows.append(
-            {
-                "num_components": num_components,
-                "log_likelihood": float(total) / num_rows,
-                "num_parameters": count,
-                "aic": float(aic(total, count)),
-                "bic": float(bic(total, count, num_rows)),
-                "icl": float(icl(total, count, num_rows, log_resp)),
-                "converged": bool(result.converged),
-            }
-        )
+        row = {
+            "num_components": num_components,
+            "log_likelihood": float(total) / num_rows,
+            "num_parameters": count,
+            "aic": float(aic(total, count)),
+            "bic": float(bic(total, count, num_rows)),
+            "icl": float(icl(total, count, num_rows, log_resp)),
+        }
+        if heldout_x is not None:
+            row["heldout_log_likelihood"] = float(
+                _gmm_terms(result.params, heldout_x, covariance_type)[0])
+        rows.append({**row, "converged": bool(result.converged)})
         if progress_fn is not None:
             progress_fn(_sweep_line(rows[-1], len(rows), len(k_values)))
     table = pd.DataFrame(rows)
-    best = int(table["num_components"].iloc[int(np.argmin(table[criterion]))])
+    if criterion == "heldout":
+        best_row = int(np.argmax(table["heldout_log_likelihood"]))
+    else:
+        best_row = int(np.argmin(table[criterion]))
+    best = int(table["num_components"].iloc[best_row])
     return ComponentSelection(table, best, fits)
 
 

@@ -25,9 +25,15 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
-from latentmix.scripts import device
+import jax
+import numpy as np
+import pandas as pd
+
+from latentmix.scripts import device, fit_report
 from latentmix.scripts import runtime as rt
+from latentmix.scripts.fit_report import Outcome, Partial
 
 MODELS = ("linear-regression", "gaussian-mixture", "multinomial-mixture")
 METHODS = ("em", "map", "vi", "nuts", "all")
@@ -172,28 +178,28 @@ def configure_jax(args) -> None:
     args.dtype = choice.dtype
 
 
-def run(args, progress: rt.Progress) -> int:
+def run(args, progress: rt.Progress, partial: Partial) -> int:
     """Validate, fit, write. Returns the exit status (exceptions map in main)."""
-    import warnings
-
     from latentmix.data.tables import read_table
 
     configure_jax(args)  # a missing GPU is a usage error: before any output
     out = rt.prepare_output_dir(args.out, overwrite=args.overwrite)
+    partial.out = out
+    partial.payload = {"model": args.model}
     notes: list[str] = []
     frame = read_table(args.data, sep=args.sep)
-
-    from latentmix.scripts import fitting
-
+    fitter = {"linear-regression": fit_linear_regression,
+              "gaussian-mixture": fit_gaussian_mixture,
+              "multinomial-mixture": fit_multinomial_mixture}[args.model]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        outcome = fitting.fit(args, frame, out, progress, notes)
+        outcome = fitter(args, frame, progress, partial)
     for warning in caught:
         notes.append(f"{warning.category.__name__}: {warning.message}")
-    fitting.finish(args, out, outcome, notes, status="ok")
-    if args.strict and outcome.diagnostics_failed:
+    fit_report.finish(args, out, outcome, notes, status="ok")
+    if args.strict and outcome.checks_failed:
         print("error: NUTS diagnostics failed (--strict): "
-              + "; ".join(outcome.diagnostic_messages), file=sys.stderr)
+              + "; ".join(outcome.check_messages), file=sys.stderr)
         return rt.EXIT_NUMERIC
     return rt.EXIT_OK
 
@@ -205,10 +211,11 @@ def main(argv=None, prog: str = "fit.py") -> int:
     rt.use_agg_backend()
     from latentmix.data.tables import DataError
 
+    partial = Partial()
     try:
         check_arguments(args)
         with rt.interrupt_as_keyboard_interrupt():
-            return run(args, progress)
+            return run(args, progress, partial)
     except rt.UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return rt.EXIT_USAGE
@@ -222,9 +229,7 @@ def main(argv=None, prog: str = "fit.py") -> int:
         print(f"error: numerical failure: {error}", file=sys.stderr)
         return rt.EXIT_NUMERIC
     except KeyboardInterrupt:
-        from latentmix.scripts import fitting
-
-        fitting.write_interrupted(args)
+        fit_report.write_interrupted(args, partial)
         print("interrupted: partial results written with status 'interrupted'",
               file=sys.stderr)
         return rt.EXIT_INTERRUPTED
@@ -235,6 +240,268 @@ def main(argv=None, prog: str = "fit.py") -> int:
             traceback.print_exc()
         print(f"error: invalid data: {error}", file=sys.stderr)
         return rt.EXIT_DATA
+
+
+# ------------------------------------------------------------------ the models
+
+
+def bayesian_methods(method: str) -> tuple:
+    """The methods beyond EM that ``--method`` asks for."""
+    return ("map", "vi", "nuts") if method == "all" else (
+        () if method == "em" else (method,))
+
+
+def record_crosscheck(check, outcome: Outcome, payload: dict) -> None:
+    """The cross-check's table into the report and params.json; failed rows
+    (a disagreement, or a NUTS diagnostics problem) into the messages."""
+    table = check.table
+    outcome.tables.insert(0, ("Cross-check (tolerance and rule per row)", table))
+    payload["cross_check"] = table.to_dict(orient="list")
+    failed = table.loc[~table["passed"]]
+    if not failed.empty:
+        outcome.checks_failed = True
+        outcome.check_messages += [
+            f"{row.method}: {row.check}: {row.statistic:.3g} against tolerance "
+            f"{row.tolerance:.3g} ({row.rule})" for row in failed.itertuples()]
+    if check.idata is not None:
+        outcome.idata = check.idata
+
+
+def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
+    from latentmix.data.tables import default_columns, numeric_matrix, require_columns
+    from latentmix.inference.crosscheck import crosscheck_linear_regression
+    from latentmix.inference.em import fit_linear_regression as em_fit
+    from latentmix.models import linear_regression as lr
+
+    require_columns(frame, [args.target], path=args.data, role="target column")
+    features = args.columns or default_columns(frame, {args.target})
+    if args.target in features:
+        raise rt.UsageError(f"--target {args.target!r} is also listed in --columns")
+    X = numeric_matrix(frame, features, path=args.data).astype(args.dtype)
+    y = numeric_matrix(frame, [args.target], path=args.data)[:, 0].astype(args.dtype)
+    names = list(features)
+    if not args.no_bias:
+        X = np.column_stack([np.ones(len(X)), X])
+        names = ["bias", *names]
+    with progress.step("EM for the prior and noise precisions"):
+        result = em_fit(X, y, max_iters=max(args.max_iters, 1) * 20)
+    beta = float(result.params.noise_precision)
+    mean, variance = lr.predictive(
+        lr.GaussianPosterior(result.params.mean, result.params.cov), X, beta)
+    payload = {
+        "model": "linear-regression", "features": names, "target": args.target,
+        "prior_precision": float(result.params.prior_precision),
+        "noise_precision": beta, "log_evidence": float(result.log_likelihood),
+        "em": {"num_iters": int(result.num_iters),
+               "converged": bool(result.converged)},
+        "posterior_mean": dict(zip(names, np.asarray(result.params.mean).tolist(),
+                                   strict=True)),
+        "posterior_sd": dict(zip(names, np.sqrt(np.diag(result.params.cov)).tolist(),
+                                 strict=True)),
+    }
+    partial.payload = payload
+    rows = pd.DataFrame({"row": np.arange(1, len(y) + 1), "y": y,
+                         "predicted_mean": np.asarray(mean),
+                         "predicted_sd": np.sqrt(np.asarray(variance))})
+    rows["residual"] = rows["y"] - rows["predicted_mean"]
+    outcome = Outcome(payload, rows, "predictions.csv")
+    methods = bayesian_methods(args.method)
+    if methods:
+        check = crosscheck_linear_regression(
+            X, y, rng_key=jax.random.key(args.seed), methods=methods,
+            feature_names=names, num_chains=args.num_chains,
+            num_warmup=args.num_warmup, num_samples=args.num_samples,
+            progress_fn=progress)
+        record_crosscheck(check, outcome, payload)
+    outcome.figures.append(lambda out: fit_report.predictions_figure(rows, out))
+    return outcome
+
+
+def choose_k(args, data, select, progress, partial: Partial, outcome: Outcome, key):
+    """--k, or the K of a --k-range sweep by --criterion (selection table kept)."""
+    if args.k_range is None:
+        return args.k
+    with progress.step(f"sweeping K over {args.k_range}"):
+        selection = select(data, args.k_range, key)
+    table = selection.table
+    outcome.payload["selection"] = table.to_dict(orient="list")
+    partial.payload = outcome.payload
+    outcome.tables.append((f"Choice of K by {args.criterion}", table))
+    outcome.figures.append(lambda out: fit_report.selection_figure(
+        table, args.criterion, out, "selection.png"))
+    return selection.best_num_components
+
+
+def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
+    from latentmix.data.tables import (
+        DataError,
+        default_columns,
+        heldout_split,
+        numeric_matrix,
+    )
+    from latentmix.inference.crosscheck import crosscheck_gaussian_mixture
+    from latentmix.inference.em import fit_gaussian_mixture as em_fit
+    from latentmix.inference.selection import gmm_bic, select_num_components
+    from latentmix.models import gaussian_mixture as gm
+
+    columns = args.columns or default_columns(frame, set())
+    # The EM keeps the data's dtype: this is where --dtype reaches it.
+    x = numeric_matrix(frame, columns, path=args.data).astype(args.dtype)
+    key_select, key_fit = jax.random.split(jax.random.key(args.seed))
+    payload = {"model": "gaussian-mixture", "columns": columns,
+               "covariance_type": args.covariance_type}
+    partial.payload = payload
+    outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
+    fit_options = {"covariance_type": args.covariance_type,
+                   "num_restarts": args.restarts, "max_iters": args.max_iters}
+
+    def select(x, k_range, key):
+        k_values = [k for k in k_range if k <= len(x)]
+        if not k_values:
+            raise DataError(f"every K in --k-range exceeds the {len(x)} rows")
+        heldout = {}
+        if args.criterion == "heldout":
+            train, test = heldout_split(len(x), seed=args.seed)
+            x, heldout = x[train], {"heldout_x": x[test]}
+        return select_num_components(x, k_values, criterion=args.criterion,
+                                     rng_key=key, progress_fn=progress,
+                                     **heldout, **fit_options)
+
+    num_components = choose_k(args, x, select, progress, partial, outcome,
+                              key_select)
+    if num_components > len(x):
+        raise DataError(f"--k {num_components} exceeds the number of rows {len(x)}")
+    methods = bayesian_methods(args.method)
+    if methods:
+        check = crosscheck_gaussian_mixture(
+            x, num_components, covariance_type=args.covariance_type,
+            rng_key=key_fit, methods=methods, num_restarts=args.restarts,
+            max_iters=max(args.max_iters, 1), num_chains=args.num_chains,
+            num_warmup=args.num_warmup, num_samples=args.num_samples,
+            progress_fn=progress)
+        result = check.fits["em"]
+    else:
+        with progress.step(f"EM with K = {num_components}"):
+            result = em_fit(x, num_components, rng_key=key_fit, **fit_options)
+    params = result.params
+    payload.update({
+        "num_components": num_components,
+        "log_likelihood_per_row": float(result.log_likelihood),
+        "bic": float(gmm_bic(params, x, args.covariance_type)),
+        "em": {"num_iters": int(result.num_iters),
+               "converged": bool(result.converged)},
+        "weights": params.weights, "means": params.means,
+        "covariances": params.covariances,
+    })
+    resp = np.asarray(gm.responsibilities(params, x, args.covariance_type))
+    rows = pd.DataFrame({"row": np.arange(1, len(x) + 1),
+                         "component": resp.argmax(1),
+                         "probability": resp.max(1)})
+    for k in range(num_components):
+        rows[f"resp_{k}"] = resp[:, k]
+    outcome.rows = rows
+    if methods:
+        for name in ("map", "vi"):
+            if name in check.fits:
+                payload[name] = check.fits[name].params
+        record_crosscheck(check, outcome, payload)
+    if x.shape[1] >= 2:
+        outcome.figures.append(lambda out: fit_report.gmm_scatter_figure(
+            x, columns, params, resp, out))
+    return outcome
+
+
+def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
+    from latentmix.data.tables import basket_table, heldout_split
+    from latentmix.inference.crosscheck import crosscheck_multinomial_mixture
+    from latentmix.inference.em import fit_multinomial_mixture as em_fit
+    from latentmix.inference.segments import segment_map, top_categories
+    from latentmix.inference.selection import (
+        multinomial_bic,
+        select_num_components_multinomial,
+    )
+    from latentmix.models import multinomial_mixture as mm
+
+    table = basket_table(frame, path=args.data, table_format=args.format,
+                         columns=args.columns, groups=args.groups,
+                         basket_column=args.basket_column,
+                         category_column=args.category_column,
+                         quantity_column=args.quantity_column)
+    counts, groups, categories = table.counts, table.groups, table.categories
+    key_select, key_fit = jax.random.split(jax.random.key(args.seed))
+    payload = {"model": "multinomial-mixture", "categories": categories,
+               "num_rows": int(counts.shape[0]), "groups_column": args.groups}
+    partial.payload = payload
+    outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
+    fit_options = {"num_restarts": args.restarts, "max_iters": args.max_iters,
+                   "dtype": args.dtype}
+
+    def select(counts, k_range, key):
+        heldout, train_counts, train_groups = {}, counts, groups
+        if args.criterion == "heldout":
+            train, test = heldout_split(counts.shape[0], seed=args.seed)
+            train_counts, heldout["heldout_counts"] = counts[train], counts[test]
+            if groups is not None:
+                train_groups = groups[train]
+                known = np.isin(groups[test], train_groups)
+                heldout["heldout_counts"] = heldout["heldout_counts"][known]
+                heldout["heldout_groups"] = groups[test][known]
+        return select_num_components_multinomial(
+            train_counts, k_range, criterion=args.criterion, rng_key=key,
+            groups=train_groups, progress_fn=progress, **heldout, **fit_options)
+
+    num_components = choose_k(args, counts, select, progress, partial, outcome,
+                              key_select)
+    methods = bayesian_methods(args.method)
+    if groups is not None and "map" in methods:
+        methods = tuple(m for m in methods if m != "map")
+        outcome.check_messages.append(
+            "MAP skipped: the hierarchical (per-group) model has no posterior mode; "
+            "VI and NUTS sample it")
+    if methods:
+        check = crosscheck_multinomial_mixture(
+            counts, num_components, groups=groups, rng_key=key_fit, methods=methods,
+            num_restarts=args.restarts, num_chains=args.num_chains,
+            num_warmup=args.num_warmup, num_samples=args.num_samples,
+            progress_fn=progress)
+        result = check.fits["em"]
+    else:
+        with progress.step(f"EM with K = {num_components}"):
+            result = em_fit(counts, num_components, groups=groups, rng_key=key_fit,
+                            **fit_options)
+    params = result.params
+    codes = None if groups is None else mm.encode_groups(groups)[0]
+    payload.update({
+        "num_components": num_components,
+        "log_likelihood_per_row": float(result.log_likelihood),
+        "bic": float(multinomial_bic(params, counts, codes)),
+        "em": {"num_iters": int(result.num_iters),
+               "converged": bool(result.converged)},
+        "weights": params.weights, "probs": params.probs,
+    })
+    if groups is not None:
+        payload["group_labels"] = mm.encode_groups(groups)[1]
+    resp = np.asarray(mm.responsibilities(params, counts, codes))
+    labels = np.asarray(mm.assignments(params, counts, codes))
+    rows = pd.DataFrame({"row": table.row_ids, "component": labels,
+                         "probability": np.where(labels >= 0, resp.max(1), np.nan)})
+    rows["component"] = rows["component"].astype(object).where(labels >= 0, "empty")
+    for k in range(num_components):
+        rows[f"resp_{k}"] = np.where(labels >= 0, resp[:, k], np.nan)
+    outcome.rows = rows
+    overall = np.asarray(counts.sum(axis=0)).ravel()
+    outcome.tables.append(("Top categories per segment (by lift)",
+                           top_categories(params, categories, overall / overall.sum())))
+    mean_weights = np.asarray(params.weights).reshape(-1, num_components).mean(0)
+    if num_components >= 3:
+        outcome.figures.append(lambda out: fit_report.segment_map_figure(
+            segment_map(np.asarray(params.probs), mean_weights), mean_weights, out))
+    if methods:
+        for name in ("map", "vi"):
+            if name in check.fits:
+                payload[name] = check.fits[name].params
+        record_crosscheck(check, outcome, payload)
+    return outcome
 
 
 if __name__ == "__main__":

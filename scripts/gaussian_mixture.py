@@ -54,34 +54,25 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Ellipse
 from scipy.stats import chi2
-from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from latentmix.data.datasets import load_old_faithful
 from latentmix.data.validation import DataWarning
-from latentmix.inference.align import relabel_samples
-from latentmix.inference.em import (
-    ConvergenceWarning,
-    fit_gaussian_mixture,
-    fit_gaussian_mixture_restarts,
+from latentmix.inference.crosscheck import (
+    CrossCheckWarning,
+    crosscheck_gaussian_mixture,
 )
-from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
-from latentmix.inference.selection import gmm_bic, select_num_components
-from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.inference.crosscheck.gaussian_mixture import fit_map_em
+from latentmix.inference.crosscheck.mixtures import HDI_PROB
+from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
+from latentmix.inference.mcmc import RHAT_THRESHOLD, SamplerWarning, diagnostics
+from latentmix.inference.selection import select_num_components
 from latentmix.models import gaussian_mixture as gm
 from latentmix.scripts import device
 from latentmix.scripts import runtime as rt
 
 FEATURES = ("eruptions", "waiting")
 REG_COVAR = 1e-6  # scikit-learn's default floor, used by both sides
-# Tolerances (README, "Gaussian mixture"), each from its method's error source.
-SAME_START_RTOL = 1e-10  # float64 rounding through 20 contractive EM steps
-MAP_TOL_SD = 1e-3  # optimiser precision, in posterior sds (see check_map)
-VI_TOL_SD = 0.3  # mean-field bias + Monte Carlo error, in posterior sds
-RHAT_MAX = 1.01  # Vehtari et al. (2021); inference.mcmc.RHAT_THRESHOLD
-SWITCHING_RHAT = 1.1  # raw draws from relabelled starts must exceed this
-HDI_PROB = 0.94
-BIC_RTOL = 1e-10  # two float64 sums of 272 log-densities
+RHAT_MAX = RHAT_THRESHOLD  # Vehtari et al. (2021)
 ELLIPSE_MASS = 0.95  # probability inside each drawn ellipse
 
 
@@ -122,45 +113,6 @@ def faithful_data() -> np.ndarray:
     return load_old_faithful()[list(FEATURES)].to_numpy(dtype=np.float64)
 
 
-def row(check, reference, statistic, tolerance, rule, passed, note=""):
-    return {"check": check, "reference": reference, "statistic": float(statistic),
-            "tolerance": float(tolerance), "rule": rule, "pass": bool(passed),
-            "note": note}
-
-
-def _max_relative_diff(ours: gm.GMMParams, theirs: gm.GMMParams) -> float:
-    """max over fields of max|ours - theirs| / max|theirs| (scale-free)."""
-    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))
-                     / np.max(np.abs(np.asarray(b))))
-               for a, b in zip(ours, theirs, strict=True))
-
-
-def _precisions(params: gm.GMMParams) -> np.ndarray:
-    return np.linalg.inv(np.asarray(params.covariances))
-
-
-# --- EM ---------------------------------------------------------------------------
-
-
-def fit_em(x, num_components, settings, rng_key):
-    """EM with restarts; returns (best EMResult, GMMRestarts with every restart)."""
-    options = {"num_restarts": settings.num_restarts, "max_iters": settings.max_iters,
-               "tol": settings.em_tol, "reg_covar": REG_COVAR, "rng_key": rng_key}
-    restarts = fit_gaussian_mixture_restarts(x, num_components, **options)
-    # Same shapes and static options: the compiled program is reused.
-    best = fit_gaussian_mixture(x, num_components, **options)
-    return best, restarts
-
-
-def poor_start(x, num_components, seed) -> gm.GMMParams:
-    """A deliberately naive start: random rows as means, the data covariance each."""
-    rows = np.random.default_rng(seed).choice(len(x), num_components, replace=False)
-    covariance = np.cov(x.T, bias=True)
-    return gm.GMMParams(np.full(num_components, 1.0 / num_components), x[rows].copy(),
-                        np.broadcast_to(covariance, (num_components,) + covariance.shape
-                                        ).copy())
-
-
 def em_path(x, start, settings):
     """Parameters after each EM iteration from ``start`` until the stopping rule.
 
@@ -186,200 +138,6 @@ def em_path(x, start, settings):
                 break
     values.append(float(step.log_likelihood))  # at the last parameters
     return path, values
-
-
-def check_em(x, em, restarts, path, start, settings, seed):
-    """EM against scikit-learn (same start; same restarts) and its own trace."""
-    rows = []
-    num_components = em.params.weights.shape[0]
-    num_iters = settings.snapshot_iters[-1]
-    with warnings.catch_warnings():
-        # tol=0 runs max_iter iterations and then warns that it did not converge.
-        warnings.simplefilter("ignore", SklearnConvergenceWarning)
-        same_start = GaussianMixture(
-            num_components, covariance_type="full", tol=0.0, max_iter=num_iters,
-            weights_init=start.weights, means_init=start.means,
-            precisions_init=_precisions(start), reg_covar=REG_COVAR,
-        ).fit(x)
-    theirs = gm.GMMParams(same_start.weights_, same_start.means_,
-                          same_start.covariances_)
-    diff = _max_relative_diff(path[num_iters], theirs)
-    # The same float64 arithmetic up to operation order (~1e-16 relative per
-    # step), damped by the contracting EM map; 1e-10 leaves room for BLAS.
-    rows.append(row("EM, same start and iterations", f"sklearn GaussianMixture "
-                    f"(max_iter={num_iters}, tol=0)", diff, SAME_START_RTOL,
-                    "max relative param diff <= tol", diff <= SAME_START_RTOL))
-
-    best_sklearn = GaussianMixture(
-        num_components, covariance_type="full", n_init=settings.num_restarts,
-        tol=settings.em_tol, max_iter=settings.max_iters, reg_covar=REG_COVAR,
-        random_state=seed,
-    ).fit(x)
-    ours = float(em.log_likelihood)  # mean log-likelihood at the returned params
-    theirs_ll = float(best_sklearn.score(x))
-    # Both stop once the mean log-likelihood moves by < em_tol; EM converges
-    # linearly, so with a contraction rate below 0.99 each is within 100 em_tol
-    # of its local maximum.
-    ll_tol = 100 * settings.em_tol
-    rows.append(row("EM, best of restarts: mean log-lik", f"sklearn best of "
-                    f"n_init={settings.num_restarts} ({theirs_ll:.10f})",
-                    theirs_ll - ours, ll_tol, "sklearn - ours <= tol",
-                    theirs_ll - ours <= ll_tol,
-                    f"ours {ours:.10f}; {int(em.num_iters)} iterations"))
-
-    trace = np.asarray(em.trace[: int(em.num_iters)])
-    drops = max(0.0, -float(np.min(np.diff(trace), initial=0.0)))
-    # Float rounding of a mean of n log-densities: a few ulp of its size.
-    monotone_tol = 64 * np.finfo(float).eps * np.max(np.abs(trace))
-    rows.append(row("EM trace never decreases", "EM theory (Jensen)", drops,
-                    monotone_tol, "largest drop <= tol", drops <= monotone_tol,
-                    f"{int(restarts.failed.sum())} failed restarts"))
-    return rows, best_sklearn
-
-
-# --- MAP --------------------------------------------------------------------------
-
-
-def fit_map_em(x, em, prior, settings):
-    """MAP-EM with the default prior from the EM fit (same labelling).
-
-    reg_covar=0 puts it exactly on the posterior mode (the prior's scale keeps
-    the covariances regular); tol 1e-13 on the mean log posterior leaves the
-    parameters ~1e-6 relative from the mode (linear convergence).
-    """
-    return fit_gaussian_mixture(x, em.params.weights.shape[0], init=em.params,
-                                prior=prior, reg_covar=0.0, tol=1e-13,
-                                max_iters=5000)
-
-
-def run_map(x, map_em, prior, settings, rng_key):
-    """AutoDelta MAP (``fit_map``) of the same model and prior, started at MAP-EM."""
-    return fit_map(gm.model, x, map_em.params.weights.shape[0], rng_key=rng_key,
-                   num_steps=settings.map_steps, learning_rate=1e-2,
-                   final_lr_ratio=1e-3, init_params=gm.to_sites(map_em.params),
-                   prior=prior)
-
-
-def check_map(map_em, map_fit, posterior_sd):
-    """Largest |AutoDelta - MAP-EM| in units of the posterior sd.
-
-    Adam's step at the end of its schedule is lr * final_lr_ratio = 1e-5 in the
-    unconstrained coordinates, so it settles within ~1e-6 of the mode (measured
-    ~1e-7 sd). A real disagreement, e.g. a mode of the density with the Jacobian
-    of the transforms, lies O(1/sqrt(n)) ~ 0.06 sd away: 1e-3 sd separates them.
-    """
-    sites = gm.to_sites(map_em.params)
-    diff = max(float(np.max(np.abs(np.asarray(map_fit.params[name])
-                                   - np.asarray(value)) / posterior_sd[name]))
-               for name, value in sites.items())
-    return row("MAP-EM vs AutoDelta MAP", "fit_map on models.gaussian_mixture.model,"
-               " same prior", diff, MAP_TOL_SD, "max |diff| / posterior sd <= tol",
-               diff <= MAP_TOL_SD, f"MAP-EM {int(map_em.num_iters)} iterations, "
-               f"converged={bool(map_em.converged)}")
-
-
-# --- NUTS and VI ------------------------------------------------------------------
-
-
-def label_permutations(num_components):
-    """Chain starts: identity, reversed, identity, reversed component order."""
-    identity = np.arange(num_components)
-    return [identity, identity[::-1], identity, identity[::-1]]
-
-
-def run_posterior(x, em, prior, settings, rng_key):
-    """NUTS from differently labelled EM starts; raw and relabelled draws."""
-    sites = gm.to_sites(em.params)
-    starts = [{name: np.asarray(value)[order] for name, value in sites.items()}
-              for order in label_permutations(em.params.weights.shape[0])]
-    raw = run_nuts(gm.model, x, em.params.weights.shape[0], rng_key=rng_key,
-                   num_chains=len(starts), num_warmup=settings.num_warmup,
-                   num_samples=settings.num_samples, init_params=starts, prior=prior)
-    relabelled, _ = relabel_samples(raw, em.params)
-    return raw, relabelled
-
-
-def run_vi(x, em, prior, settings, rng_key):
-    """Mean-field VI from the EM estimate; returns the fit and guide draws."""
-    key_fit, key_draws = jax.random.split(rng_key)
-    fit = fit_vi(gm.model, x, em.params.weights.shape[0], rng_key=key_fit,
-                 guide="normal", num_steps=settings.vi_steps, num_particles=1,
-                 init_params=gm.to_sites(em.params), prior=prior)
-    draws = fit.guide.sample_posterior(key_draws, fit.guide_params,
-                                       sample_shape=(settings.vi_draws,))
-    return fit, {name: np.asarray(value) for name, value in draws.items()}
-
-
-def _rhat_by_site(idata, names):
-    rhat = az.rhat(idata)
-    return {name: np.asarray(rhat[name]) for name in names}
-
-
-def check_posterior(em, raw, relabelled, vi_draws):
-    """R-hat before/after relabelling, EM inside the HDIs, VI means vs NUTS."""
-    sites = gm.to_sites(em.params)
-    names = list(sites)
-    raw_rhat = _rhat_by_site(raw, names)
-    fixed_rhat = _rhat_by_site(relabelled, names)
-    raw_max = max(float(np.max(value)) for value in raw_rhat.values())
-    fixed_max = max(float(np.max(value)) for value in fixed_rhat.values())
-    divergences = int(np.asarray(raw.sample_stats["diverging"]).sum())
-    rows = [
-        row("NUTS raw draws: label switching", "chains started in swapped labellings",
-            raw_max, SWITCHING_RHAT, "max r_hat >= tol", raw_max >= SWITCHING_RHAT,
-            "switching shown: label-dependent sites cannot mix across chains"),
-        row("NUTS relabelled draws: r_hat", "relabel_samples against the EM fit",
-            fixed_max, RHAT_MAX, "max r_hat <= tol", fixed_max <= RHAT_MAX,
-            f"{divergences} divergences"),
-    ]
-    hdi = az.hdi(relabelled, hdi_prob=HDI_PROB)
-    outside = []
-    for name, value in sites.items():
-        bounds = np.asarray(hdi[name])
-        value = np.asarray(value)
-        inside = (bounds[..., 0] <= value) & (value <= bounds[..., 1])
-        outside += [f"{name}{list(index)}" for index in np.argwhere(~inside)]
-    count = sum(np.size(value) for value in sites.values())
-    # The ML estimate of a near-Gaussian posterior (n = 272, weak prior) sits
-    # within ~0.1 sd of the posterior centre, far inside a +-1.9 sd interval.
-    rows.append(row("EM inside NUTS 94% HDI", f"relabelled NUTS draws ({count} "
-                    "parameter elements)", len(outside), 0, "elements outside <= tol",
-                    not outside, ", ".join(outside) or "all inside"))
-    if vi_draws is None:  # --fast: no VI
-        return rows, raw_rhat, fixed_rhat
-    posterior = relabelled.posterior
-    worst, where = 0.0, ""
-    for name in names:
-        nuts_mean = posterior[name].mean(("chain", "draw")).values
-        nuts_sd = posterior[name].std(("chain", "draw")).values
-        shift = np.abs(vi_draws[name].mean(axis=0) - nuts_mean) / nuts_sd
-        if float(np.max(shift)) > worst:
-            worst, where = float(np.max(shift)), name
-    # Monte Carlo error of both means is ~0.02 sd (ESS > 1000, 4000 VI draws);
-    # mean-field VI in unconstrained space shifts means by a fraction of the
-    # posterior sd (tests/test_gmm_bayes.py measured <= 0.13 sd); a guide or
-    # model error shows as shifts of several sds.
-    rows.append(row("VI means vs NUTS means", "relabelled NUTS means",
-                    worst, VI_TOL_SD, "max |diff| / posterior sd <= tol",
-                    worst <= VI_TOL_SD, f"largest at {where}"))
-    return rows, raw_rhat, fixed_rhat
-
-
-def check_bic(x, em):
-    """gmm_bic against scikit-learn's bic evaluated at the same parameters."""
-    num_components = em.params.weights.shape[0]
-    reference = GaussianMixture(num_components, covariance_type="full")
-    covariances = np.asarray(em.params.covariances)
-    # scikit-learn reads only these attributes in bic(); set them from our fit.
-    reference.weights_ = np.asarray(em.params.weights)
-    reference.means_ = np.asarray(em.params.means)
-    reference.covariances_ = covariances
-    reference.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(covariances))
-    reference.precisions_ = np.linalg.inv(covariances)
-    ours, theirs = float(gmm_bic(em.params, x)), float(reference.bic(x))
-    diff = abs(ours - theirs) / abs(theirs)
-    return row("BIC", f"sklearn GaussianMixture.bic ({theirs:.6f})", diff, BIC_RTOL,
-               "relative diff <= tol", diff <= BIC_RTOL, f"ours {ours:.6f}")
 
 
 # --- figures ----------------------------------------------------------------------
@@ -531,56 +289,49 @@ def plot_rhat(frame):
 
 # --- main -------------------------------------------------------------------------
 
-OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
+OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, CrossCheckWarning,
+                RuntimeWarning)
+
+
+def _rhat_by_site(idata, names):
+    rhat = az.rhat(idata, var_names=list(names))
+    return {name: np.asarray(rhat[name]) for name in names}
 
 
 def run_all(x, num_components, settings, seed, progress, timings):
-    """Every fit and cross-check; returns (rows, results dict)."""
-    keys = dict(zip(("em", "select", "map", "vi", "nuts"),
-                    jax.random.split(jax.random.key(seed), 5), strict=True))
-    prior = gm.default_prior(x, num_components)
-    res = {"prior": prior}
-
-    def timed(label):
-        return rt.StepTimer(timings, label, progress)
-
-    with timed("EM with restarts"):
-        res["em"], res["restarts"] = fit_em(x, num_components, settings, keys["em"])
-    with timed("EM path from a naive start"):
-        res["start"] = poor_start(x, num_components, seed)
+    """The library's cross-check plus the story's extras; returns (rows, results)."""
+    key_check, key_select = jax.random.split(jax.random.key(seed))
+    methods = ("map", "vi", "nuts") if settings.optimisers else ("nuts",)
+    check = crosscheck_gaussian_mixture(
+        x, num_components, rng_key=key_check, methods=methods,
+        num_restarts=settings.num_restarts, max_iters=settings.max_iters,
+        tol=settings.em_tol, reg_covar=REG_COVAR, num_warmup=settings.num_warmup,
+        num_samples=settings.num_samples, map_steps=settings.map_steps,
+        vi_steps=settings.vi_steps, vi_draws=settings.vi_draws,
+        same_start_iters=settings.snapshot_iters[-1], label_switching=True,
+        progress_fn=progress)
+    fits = check.fits
+    timings.update(fits["seconds"])
+    res = {key: fits[key] for key in ("prior", "em", "restarts", "sklearn", "map",
+                                      "vi", "vi_draws", "map_em") if key in fits}
+    res.update(raw=fits["nuts"], relabelled=check.idata, start=fits["same_start"])
+    if "map_em" not in res:  # --fast: no AutoDelta, the MAP-EM for params.json
+        res["map_em"] = fit_map_em(x, res["em"], res["prior"], "full")
+    with rt.StepTimer(timings, "EM path from the naive start", progress):
         res["path"], res["path_values"] = em_path(x, res["start"], settings)
-    with timed("scikit-learn cross-check"):
-        rows, res["sklearn"] = check_em(x, res["em"], res["restarts"], res["path"],
-                                        res["start"], settings, seed)
-        rows.append(check_bic(x, res["em"]))
-    with timed("MAP-EM"):
-        res["map_em"] = fit_map_em(x, res["em"], prior, settings)
-    if settings.optimisers:
-        with timed("AutoDelta MAP"):
-            res["map"] = run_map(x, res["map_em"], prior, settings, keys["map"])
-    with timed("NUTS"):
-        res["raw"], res["relabelled"] = run_posterior(x, res["em"], prior, settings,
-                                                      keys["nuts"])
-        res["diagnostics"] = diagnostics(res["relabelled"])
-    if settings.optimisers:
-        with timed("VI"):
-            res["vi"], res["vi_draws"] = run_vi(x, res["em"], prior, settings,
-                                                keys["vi"])
-        posterior = res["relabelled"].posterior
-        posterior_sd = {name: posterior[name].std(("chain", "draw")).values
-                        for name in gm.to_sites(res["em"].params)}
-        rows.append(check_map(res["map_em"], res["map"], posterior_sd))
-    posterior_rows, res["raw_rhat"], res["fixed_rhat"] = check_posterior(
-        res["em"], res["raw"], res["relabelled"], res.get("vi_draws"))
-    rows.extend(posterior_rows)
-    with timed(f"model selection, K = {list(settings.k_values)}"):
+    res["diagnostics"] = diagnostics(check.idata)
+    names = list(gm.to_sites(res["em"].params))
+    res["raw_rhat"] = _rhat_by_site(res["raw"], names)
+    res["fixed_rhat"] = _rhat_by_site(check.idata, names)
+    with rt.StepTimer(timings, f"model selection, K = {list(settings.k_values)}",
+                      progress):
         # The same restarts, tolerance and max_iters as the main fit, so that its
         # K reuses the compiled program.
         res["selection"] = select_num_components(
             x, settings.k_values, criterion="bic", num_restarts=settings.num_restarts,
-            rng_key=keys["select"], tol=settings.em_tol, max_iters=settings.max_iters,
+            rng_key=key_select, tol=settings.em_tol, max_iters=settings.max_iters,
             reg_covar=REG_COVAR)
-    return rows, res
+    return check.table.to_dict(orient="records"), res
 
 
 def write_figures(out, x, res, settings, seed, rhat_table, messages):
@@ -612,7 +363,7 @@ def _params_dict(params):
 
 
 def summarise(cross, res):
-    failed = cross.loc[~cross["pass"], "check"].tolist()
+    failed = cross.loc[~cross["passed"], "check"].tolist()
     verdict = "" if not failed else ": FAILED " + "; ".join(failed)
     em = res["em"]
     order = np.argsort(np.asarray(em.params.means[:, 0]))
@@ -625,7 +376,7 @@ def summarise(cross, res):
     best_icl = int(selection.table["num_components"].iloc[
         int(np.argmin(selection.table["icl"]))])
     return (
-        f"{int(cross['pass'].sum())} of {len(cross)} cross-checks passed{verdict}. "
+        f"{int(cross['passed'].sum())} of {len(cross)} cross-checks passed{verdict}. "
         f"EM (best of {len(res['restarts'].failed)} restarts): mean log-likelihood "
         f"{float(em.log_likelihood):.6f}; components {described}. BIC picks K = "
         f"{selection.best_num_components}, AIC K = {best_aic}, ICL K = {best_icl}."
@@ -696,9 +447,9 @@ def run(args) -> dict:
         "features": list(FEATURES),
     }
     seeds = {"seed": args.seed, "rng_key": f"jax.random.key({args.seed}), split "
-             "into em, select, map, vi, nuts", "naive_start":
-             f"numpy default_rng({args.seed})", "sklearn": f"random_state={args.seed}"}
-    all_passed = bool(cross["pass"].all())
+             "into the cross-check's key (em, start, map, vi, nuts; "
+             "inference.crosscheck.crosscheck_gaussian_mixture) and select"}
+    all_passed = bool(cross["passed"].all())
     summary = summarise(cross, res)
     timings["total"] = time.perf_counter() - started
     diagnostics_records = diag.reset_index(names="parameter").to_dict(orient="records")

@@ -43,48 +43,34 @@ from typing import NamedTuple
 
 import arviz as az
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-import numpyro.distributions as dist
 import pandas as pd
-import scipy.linalg
-from sklearn.linear_model import BayesianRidge
 
 from latentmix.data.datasets import load_diabetes
 from latentmix.data.validation import DataWarning
-from latentmix.inference.em import ConvergenceWarning, fit_linear_regression
-from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
-from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.inference.crosscheck import (
+    CrossCheckWarning,
+    coefficient_table,
+    crosscheck_linear_regression,
+)
+from latentmix.inference.crosscheck.linear_regression import (
+    EM_INITS,
+    fit_em_with_restarts,
+)
+from latentmix.inference.em import ConvergenceWarning
+from latentmix.inference.mcmc import SamplerWarning, diagnostics
 from latentmix.models.linear_regression import (
-    HYPERPRIOR_CONCENTRATION,
-    HYPERPRIOR_RATE,
     gaussian_features,
     polynomial_features,
-    posterior,
-    posterior_and_log_evidence,
     predictive,
 )
-from latentmix.models.linear_regression import model as regression_model
 from latentmix.scripts import device
 from latentmix.scripts import runtime as rt
 
 NOISE_SD = 0.3  # sinusoid noise; true noise precision 1 / 0.09 = 11.1
 NUM_CENTERS = 9
 BUMP_WIDTH = 0.1
-EM_TOL = 1e-12  # nats; see the EM tolerance below
-# Tolerances, each from the error source of its method (README, "Bayesian linear
-# regression"). Differences of means are in units of the exact posterior sd.
-CLOSED_FORM_TOL = 1e-8  # float rounding, kappa(A) * eps with kappa < 1e5 here
-# EM stops when the evidence moves by < EM_TOL; the evidence is quadratic in the
-# log-precisions near its peak (curvature ~ p/2, n/2), so the precisions are then
-# within sqrt(2 EM_TOL / (p/2)) ~ 1e-6 relative of the stationary point, which is
-# also scikit-learn's (MacKay's updates, hyperpriors switched off).
-EM_RTOL = 1e-6
-MAP_TOL = 1e-6  # deterministic strongly convex objective: optimiser precision
-Z_LIMIT = 4.0  # |z| < 4 per score: family-wise false alarms ~ 1e-3 for ~20 scores
-
-
 class Settings(NamedTuple):
     """Run sizes; --fast shrinks them (the tolerances follow automatically)."""
 
@@ -114,26 +100,6 @@ FULL = Settings(num_rows=30, num_chains=4, num_warmup=500, num_samples=1000,
 FAST = FULL._replace(num_warmup=200, num_samples=300, max_degree=3,
                      methods={"sinusoid": ("map", "vi", "nuts_hierarchical"),
                               "diabetes": ()})
-# EM climbs to a local maximum of the evidence, and the evidence can have two (a
-# large-alpha one where noise explains the data, a small-alpha one where the
-# weights do: polynomial degrees 3 and 4 on the sinusoid). Restarting from these
-# initial prior precisions costs no compilation (they are traced) and keeps the best.
-EM_INITS = (1e-4, 1e-2, 1.0, 1e2)
-
-
-def vi_tolerance(num_steps, num_particles, final_lr_ratio):
-    """Error scale of SVI's last iterate, in posterior sds (and in log sd), times 6.
-
-    The ELBO gradient is a Monte Carlo estimate from ``num_particles`` draws; the
-    learning rate decays by e every tau = num_steps / ln(1 / final_lr_ratio) steps,
-    so the last iterate averages about num_particles * tau gradient draws and errs
-    by about 1 / (2 sqrt(num_particles * tau)) (measured 0.8-1.4 times this RMS in
-    tests/test_svi_mcmc.py); 6 times that bounds the largest of ~20 coordinates.
-    """
-    tau = num_steps / np.log(1.0 / final_lr_ratio)
-    return 6.0 / (2.0 * np.sqrt(num_particles * tau))
-
-
 # --- data -------------------------------------------------------------------------
 
 
@@ -158,329 +124,55 @@ def diabetes_data() -> dict:
             "y_mean": float(y.mean()), "y_sd": float(y.std())}
 
 
-# --- the cross-check --------------------------------------------------------------
-
-
-def ridge_solution(X, y, penalty):
-    """argmin ||y - Xw||^2 + penalty ||w||^2 by SVD least squares on [X; sqrt(l) I]."""
-    num_predictors = X.shape[1]
-    design = np.vstack([X, np.sqrt(penalty) * np.eye(num_predictors)])
-    return scipy.linalg.lstsq(design, np.concatenate([y, np.zeros(num_predictors)]))[0]
-
-
-def nuts_scores(w, mean, sd):
-    """z-scores of NUTS means (MCSE) and sds (sd / sqrt(2 ESS)) against the truth."""
-    mcse = np.array([az.mcse(w[..., j], method="mean") for j in range(w.shape[-1])])
-    z_mean = (w.mean(axis=(0, 1)) - mean) / mcse
-    # ESS of the squared deviations: the quantity the sample sd is made of.
-    ess = np.array([az.ess((w[..., j] - mean[j]) ** 2, method="mean")
-                    for j in range(w.shape[-1])])
-    z_sd = (w.std(axis=(0, 1)) - sd) / (sd / np.sqrt(2 * ess))
-    return z_mean, z_sd
-
-
-def row(dataset, method, reference, mean_diff, sd_diff, statistic, tolerance,
-        passed, note=""):
-    return {"dataset": dataset, "method": method, "reference": reference,
-            "max_abs_diff_mean_sd_units": float(mean_diff),
-            "max_abs_diff_sd_relative": float(sd_diff),
-            "statistic": float(statistic), "tolerance": float(tolerance),
-            "pass": bool(passed), "note": note}
-
-
-def fit_em_with_restarts(X, y):
-    """EM from each initial prior precision in EM_INITS; the highest evidence wins.
-
-    Returns (best EMResult, its initial prior precision, all final log evidences).
-    """
-    fits = [fit_linear_regression(X, y, tol=EM_TOL, init_prior_precision=init)
-            for init in EM_INITS]
-    log_evidences = [float(fit.log_likelihood) for fit in fits]
-    best = int(np.argmax(log_evidences))
-    return fits[best], EM_INITS[best], log_evidences
-
-
-class Problem(NamedTuple):
-    """One data set with the EM precisions and the exact posterior at them."""
-
-    name: str
-    X: np.ndarray
-    y: np.ndarray
-    fixed: dict  # {"prior_precision": alpha, "noise_precision": beta}
-    mean: np.ndarray  # closed-form posterior mean of w
-    cov: np.ndarray
-    sd: np.ndarray
-    settings: Settings
-
-
-def check_closed_form(problem):
-    """Closed form vs an independent SVD ridge solve and a NumPy inverse."""
-    alpha, beta = problem.fixed["prior_precision"], problem.fixed["noise_precision"]
-    X = problem.X
-    ridge = ridge_solution(X, problem.y, alpha / beta)
-    inverse = np.linalg.inv(alpha * np.eye(X.shape[1]) + beta * X.T @ X)
-    mean_diff = np.max(np.abs(problem.mean - ridge) / problem.sd)
-    sd_diff = np.max(np.abs(problem.sd / np.sqrt(np.diag(inverse)) - 1))
-    statistic = max(mean_diff, sd_diff)
-    return row(problem.name, "closed form", "ridge (SVD lstsq), numpy inverse",
-               mean_diff, sd_diff, statistic, CLOSED_FORM_TOL,
-               statistic < CLOSED_FORM_TOL)
-
-
-def check_em(problem, em, em_init, true_noise_precision=None):
-    """EM precisions vs scikit-learn (and vs the truth for simulated data)."""
-    alpha, beta = problem.fixed["prior_precision"], problem.fixed["noise_precision"]
-    # MacKay's updates with the hyperpriors switched off, from the same start (both
-    # default the noise precision to 1 / var(y)).
-    reference = BayesianRidge(fit_intercept=False, alpha_1=0.0, alpha_2=0.0,
-                              lambda_1=0.0, lambda_2=0.0, tol=1e-14,
-                              max_iter=100_000, lambda_init=em_init
-                              ).fit(problem.X, problem.y)
-    precision_diff = max(abs(alpha / reference.lambda_ - 1),
-                         abs(beta / reference.alpha_ - 1))
-    num_iters = int(em.num_iters)
-    trace = np.asarray(em.trace[:num_iters])
-    monotone = bool(np.all(np.diff(trace) >= -64 * np.finfo(float).eps
-                           * np.abs(trace).max()))
-    reference_sd = np.sqrt(np.diag(reference.sigma_))
-    rows = [row(problem.name, "EM-evidence", "sklearn BayesianRidge (alpha_, lambda_)",
-                np.max(np.abs(problem.mean - reference.coef_) / problem.sd),
-                np.max(np.abs(problem.sd / reference_sd - 1)), precision_diff, EM_RTOL,
-                precision_diff < EM_RTOL and bool(em.converged) and monotone,
-                f"{num_iters} iterations, converged={bool(em.converged)}, "
-                f"monotone={monotone}, best of {len(EM_INITS)} starts")]
-    # gamma = p - alpha tr(S) well-determined weights (PRML eq. 3.91); the estimate
-    # beta = (n - gamma) / RSS then has a sampling sd of about beta sqrt(2/(n - gamma)).
-    effective = problem.X.shape[1] - alpha * np.trace(problem.cov)
-    if true_noise_precision is not None:
-        z = (beta - true_noise_precision) / (
-            true_noise_precision * np.sqrt(2.0 / (problem.X.shape[0] - effective)))
-        rows.append(row(problem.name, "EM-evidence",
-                        f"true noise precision {true_noise_precision:.4g}", np.nan,
-                        np.nan, abs(z), Z_LIMIT, abs(z) < Z_LIMIT,
-                        f"|z| of beta = {beta:.4g}; gamma = {effective:.2f}"))
-    summary = {"prior_precision": alpha, "noise_precision": beta,
-               "log_evidence": float(em.log_likelihood), "num_iters": num_iters,
-               "converged": bool(em.converged), "init_prior_precision": em_init,
-               "effective_num_parameters": float(effective),
-               "sklearn_lambda_": float(reference.lambda_),
-               "sklearn_alpha_": float(reference.alpha_), "trace": trace.tolist()}
-    return rows, summary
-
-
-def check_map(problem, rng_key):
-    fit = fit_map(regression_model, problem.X, problem.y, rng_key=rng_key,
-                  num_steps=problem.settings.map_steps, learning_rate=0.05,
-                  final_lr_ratio=1e-2, init_params=_prior_mean(problem),
-                  **problem.fixed)
-    w_map = np.asarray(fit.params["w"])
-    mean_diff = np.max(np.abs(w_map - problem.mean) / problem.sd)
-    return (row(problem.name, "MAP", "closed-form mean", mean_diff, np.nan, mean_diff,
-                MAP_TOL, mean_diff < MAP_TOL),
-            (w_map, np.full_like(w_map, np.nan)))
-
-
-def _prior_mean(problem):
-    return {"w": np.zeros(problem.X.shape[1])}
-
-
-def _run_vi(problem, rng_key, guide):
-    settings = problem.settings
-    return fit_vi(regression_model, problem.X, problem.y, rng_key=rng_key,
-                  guide=guide, num_steps=settings.vi_steps, learning_rate=0.05,
-                  final_lr_ratio=settings.vi_final_lr_ratio,
-                  num_particles=settings.vi_particles,
-                  init_params=_prior_mean(problem), **problem.fixed)
-
-
-def _vi_row(problem, method, reference, mean, sd, target_sd, note):
-    settings = problem.settings
-    tolerance = vi_tolerance(settings.vi_steps, settings.vi_particles,
-                             settings.vi_final_lr_ratio)
-    mean_diff = np.max(np.abs(mean - problem.mean) / problem.sd)
-    sd_diff = np.max(np.abs(np.log(sd / target_sd)))
-    statistic = max(mean_diff, sd_diff)
-    return row(problem.name, method, reference, mean_diff, sd_diff, statistic,
-               tolerance, statistic < tolerance, note)
-
-
-def check_vi(problem, rng_key):
-    """Full-rank Gaussian VI must recover N(m, S) itself."""
-    fit = _run_vi(problem, rng_key, "mvn")
-    q = fit.guide.get_posterior(fit.guide_params)  # w space = unconstrained space
-    mean = np.asarray(q.loc)
-    sd = np.sqrt(np.diag(np.asarray(q.covariance_matrix)))
-    return (_vi_row(problem, "VI (full-rank)", "closed form", mean, sd, problem.sd,
-                    "sd difference as |log ratio|"), (mean, sd))
-
-
-def check_vi_mean_field(problem, rng_key):
-    """Mean-field VI on a Gaussian target: exact means, sds 1 / sqrt((S^-1)_jj)."""
-    fit = _run_vi(problem, rng_key, "normal")
-    mean = np.asarray(fit.guide_params["w_auto_loc"])
-    sd = np.asarray(fit.guide_params["w_auto_scale"])
-    target_sd = 1.0 / np.sqrt(np.diag(np.linalg.inv(problem.cov)))
-    note = (f"mean-field sd / exact sd: {np.min(target_sd / problem.sd):.2f} to "
-            f"{np.max(target_sd / problem.sd):.2f}")
-    return (_vi_row(problem, "VI (mean-field)", "closed-form mean, sd 1/sqrt(S^-1_jj)",
-                    mean, sd, target_sd, note), (mean, sd))
-
-
-def _nuts(problem, rng_key, **fixed):
-    settings = problem.settings
-    return run_nuts(regression_model, problem.X, problem.y, rng_key=rng_key,
-                    num_chains=settings.num_chains, num_warmup=settings.num_warmup,
-                    num_samples=settings.num_samples, dense_mass=True, **fixed)
-
-
-def _diagnostics_note(table):
-    return (f"max R-hat {table['r_hat'].max():.3f}, min bulk ESS "
-            f"{table['ess_bulk'].min():.0f}, divergences "
-            f"{int(table['divergences'].iloc[0])}")
-
-
-def check_nuts(problem, rng_key):
-    """NUTS with the precisions fixed: z-scores of means and sds."""
-    idata = _nuts(problem, rng_key, **problem.fixed)
-    w = idata.posterior["w"].values
-    z_mean, z_sd = nuts_scores(w, problem.mean, problem.sd)
-    statistic = max(np.max(np.abs(z_mean)), np.max(np.abs(z_sd)))
-    table = diagnostics(idata)
-    mean, sd = w.mean(axis=(0, 1)), w.std(axis=(0, 1))
-    return (row(problem.name, "NUTS", "closed form (z-scores, ESS-based MCSE)",
-                np.max(np.abs(mean - problem.mean) / problem.sd),
-                np.max(np.abs(sd / problem.sd - 1)), statistic, Z_LIMIT,
-                statistic < Z_LIMIT, _diagnostics_note(table)),
-            (mean, sd), table)
-
-
-def check_nuts_hierarchical(problem, rng_key, progress, timings):
-    """NUTS with both precisions sampled vs 2-D quadrature of the exact marginal."""
-    idata = _nuts(problem, rng_key)
-    table = diagnostics(idata)
-    label = f"{problem.name}: quadrature of the hierarchical posterior"
-    with rt.StepTimer(timings, label, progress):
-        exact = hierarchical_reference(problem.X, problem.y,
-                                       tuple(problem.fixed.values()))
-    w = idata.posterior["w"].values
-    log_draws = {site: np.log(idata.posterior[site].values) for site in problem.fixed}
-    z = [(log_draws[site].mean() - exact[f"E log {site}"])
-         / az.mcse(log_draws[site], method="mean") for site in log_draws]
-    z += [(w[..., j].mean() - exact["E w"][j]) / az.mcse(w[..., j], method="mean")
-          for j in range(w.shape[-1])]
-    statistic = float(np.max(np.abs(z)))
-    precisions = {site: {"posterior_median": float(np.exp(np.median(log_draws[site]))),
-                         "posterior_mean_log": float(log_draws[site].mean()),
-                         "exact_mean_log": exact[f"E log {site}"],
-                         "em": problem.fixed[site]}
-                  for site in log_draws}
-    mean, sd = w.mean(axis=(0, 1)), w.std(axis=(0, 1))
-    return (row(problem.name, "NUTS (hierarchical)",
-                "grid quadrature of p(log alpha, log beta | y) (z-scores)",
-                np.max(np.abs(mean - exact["E w"]) / problem.sd), np.nan, statistic,
-                Z_LIMIT, statistic < Z_LIMIT and exact["border_mass"] < 1e-6,
-                f"E log-precisions and E w; {_diagnostics_note(table)}; grid border "
-                f"mass {exact['border_mass']:.1e}"),
-            (mean, sd), table, idata, precisions)
+# --- the cross-check (inference.crosscheck.crosscheck_linear_regression) -------------
 
 
 def cross_check(name, data, settings, methods, rng_key, progress, timings):
-    """Fit one data set by EM and the closed form, then by each of ``methods``.
+    """The library's cross-check of one data set; returns (table rows,
+    coefficients DataFrame, extras dict for the figures and params.json)."""
+    def progress_fn(message):
+        progress(f"{name}: {message}")
 
-    Returns (table rows, coefficients DataFrame, extras dict).
-    """
-    X, y = data["X"], data["y"]
-    keys = dict(zip(METHODS, jax.random.split(rng_key, len(METHODS)), strict=True))
-
-    def timed(label):
-        return rt.StepTimer(timings, f"{name}: {label}", progress)
-
-    with timed("EM for the precisions"):
-        em, em_init, restart_log_evidences = fit_em_with_restarts(X, y)
-    fixed = {"prior_precision": float(em.params.prior_precision),
-             "noise_precision": float(em.params.noise_precision)}
-    with timed("closed form"):
-        post = posterior(X, y, **fixed)
-    mean, cov = np.asarray(post.mean), np.asarray(post.cov)
-    problem = Problem(name, X, y, fixed, mean, cov, np.sqrt(np.diag(cov)), settings)
-    rows = [check_closed_form(problem)]
-    em_rows, em_summary = check_em(problem, em, em_init,
-                                   data.get("true_noise_precision"))
-    rows += em_rows
-    em_summary["restart_log_evidences"] = restart_log_evidences
-    coefficients = {"closed form": (mean, problem.sd)}
-    extras = {"em": em_summary, "posterior": post, "diagnostics": {}}
-    steps = {"map": ("MAP", "MAP (AutoDelta)", check_map),
-             "vi": ("VI (full-rank)", "VI, full-rank Gaussian", check_vi),
-             "vi_mean_field": ("VI (mean-field)", "VI, mean-field Gaussian",
-                               check_vi_mean_field),
-             "nuts": ("NUTS", "NUTS, precisions fixed", check_nuts)}
-    for method in methods:
-        if method == "nuts_hierarchical":
-            with timed("NUTS, hierarchical (precisions sampled)"):
-                new_row, coefficients["NUTS (hierarchical)"], table, idata, \
-                    precisions = check_nuts_hierarchical(problem, keys[method],
-                                                         progress, timings)
-            extras.update(idata=idata, hierarchical_precisions=precisions)
-            extras["diagnostics"]["NUTS (hierarchical)"] = table
-        else:
-            label, step_name, check = steps[method]
-            with timed(step_name):
-                new_row, coefficients[label], *table = check(problem, keys[method])
-            if table:
-                extras["diagnostics"][label] = table[0]
-        rows.append(new_row)
-    return rows, coefficient_frame(coefficients, data["names"]), extras
-
-
-def hierarchical_reference(X, y, em_precisions, num_points=(160, 120)):
-    """Exact posterior moments of the hierarchical model by 2-D grid quadrature.
-
-    With both precisions sampled, p(log a, log b | y) is proportional to
-    p(y | a, b) Gamma(a) a Gamma(b) b: the closed-form evidence, the Gamma
-    hyperprior of ``model`` and the Jacobian of the log. Given (a, b), w has the
-    conjugate posterior, so E[w | y] = E[m(a, b) | y]. The grid is centred on the
-    EM estimate (the hyperprior is almost flat in log-precision, so that is the
-    mode), spans 10 Laplace sds each way, and further down in log a, whose lower
-    tail decays only like a^(p/2).
-
-    Returns E log prior_precision, E log noise_precision, E w and the posterior
-    mass on the grid's border (which must be negligible).
-    """
-    X, y = jnp.asarray(X), jnp.asarray(y)
-    hyperprior = dist.Gamma(HYPERPRIOR_CONCENTRATION, HYPERPRIOR_RATE)
-
-    def log_density_and_mean(log_precisions):
-        precisions = jnp.exp(log_precisions)
-        post, log_ev = posterior_and_log_evidence(X, y, *precisions)
-        log_prior = jnp.sum(hyperprior.log_prob(precisions) + log_precisions)
-        return log_ev + log_prior, post.mean
-
-    center = jnp.log(jnp.asarray(em_precisions))
-    hessian = jax.jit(jax.hessian(lambda v: log_density_and_mean(v)[0]))(center)
-    laplace_sd = np.sqrt(np.diag(np.linalg.inv(-np.asarray(hessian))))
-    below = [50.0 / X.shape[1] + 5 * laplace_sd[0], 10 * laplace_sd[1]]
-    axes = [np.linspace(c - low, c + 10 * s, n) for c, low, s, n
-            in zip(np.asarray(center), below, laplace_sd, num_points, strict=True)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
-    log_post, means = jax.jit(jax.vmap(log_density_and_mean))(jnp.asarray(grid))
-    weights = np.exp(np.asarray(log_post) - np.max(np.asarray(log_post)))
-    weights /= weights.sum()
-    square = weights.reshape(num_points)
-    border = square[0].sum() + square[-1].sum() + square[1:-1, 0].sum() \
-        + square[1:-1, -1].sum()
-    return {"E log prior_precision": float(weights @ grid[:, 0]),
-            "E log noise_precision": float(weights @ grid[:, 1]),
-            "E w": weights @ np.asarray(means), "border_mass": float(border)}
-
-
-def coefficient_frame(coefficients, names):
-    """{method: (means, sds)} -> long DataFrame indexed by (method, coefficient)."""
-    return pd.concat(
-        {method: pd.DataFrame({"mean": m, "sd": s}, index=names)
-         for method, (m, s) in coefficients.items()},
-        names=["method", "coefficient"],
-    )
+    check = crosscheck_linear_regression(
+        data["X"], data["y"], rng_key=rng_key, methods=methods,
+        feature_names=data["names"], num_chains=settings.num_chains,
+        num_warmup=settings.num_warmup, num_samples=settings.num_samples,
+        map_steps=settings.map_steps, vi_steps=settings.vi_steps,
+        vi_particles=settings.vi_particles,
+        vi_final_lr_ratio=settings.vi_final_lr_ratio,
+        true_noise_precision=data.get("true_noise_precision"),
+        progress_fn=progress_fn)
+    fits = check.fits
+    for label, seconds in fits["seconds"].items():
+        timings[f"{name}: {label}"] = seconds
+    em, sklearn = fits["em"], fits["sklearn"]
+    alpha = float(em.params.prior_precision)
+    cov = np.asarray(fits["closed_form"].cov)
+    extras = {
+        "em": {"prior_precision": alpha,
+               "noise_precision": float(em.params.noise_precision),
+               "log_evidence": float(em.log_likelihood),
+               "num_iters": int(em.num_iters), "converged": bool(em.converged),
+               "init_prior_precision": fits["em_init"],
+               "effective_num_parameters": float(cov.shape[0]
+                                                 - alpha * np.trace(cov)),
+               "sklearn_lambda_": float(sklearn.lambda_),
+               "sklearn_alpha_": float(sklearn.alpha_),
+               "trace": np.asarray(em.trace[: int(em.num_iters)]).tolist(),
+               "restart_log_evidences": fits["em_log_evidences"]},
+        "posterior": fits["closed_form"],
+        "diagnostics": {label: diagnostics(fits[method], warn=False)
+                        for method, label in (("nuts", "NUTS"),
+                                              ("nuts_hierarchical",
+                                               "NUTS (hierarchical)"))
+                        if method in fits},
+    }
+    if "nuts_hierarchical" in fits:
+        extras.update(idata=fits["nuts_hierarchical"],
+                      hierarchical_precisions=fits["hierarchical_precisions"])
+    table = check.table.copy()
+    table.insert(0, "dataset", name)
+    return table.to_dict(orient="records"), coefficient_table(check), extras
 
 
 def evidence_by_degree(x, y, max_degree):
@@ -596,7 +288,8 @@ def plot_nuts(idata, extras, dataset):
 
 # --- main -------------------------------------------------------------------------
 
-OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
+OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning,
+                CrossCheckWarning, RuntimeWarning)
 
 
 def run_all(datasets, settings, progress, timings, messages):
@@ -653,13 +346,13 @@ def write_figures(out, datasets, extras, coefficients, evidence, seed, messages)
 
 
 def summarise(cross, params, evidence):
-    failed = cross.loc[~cross["pass"], ["dataset", "method"]]
+    failed = cross.loc[~cross["passed"], ["dataset", "method"]]
     verdict = "" if failed.empty else ": FAILED " + "; ".join(
         f"{dataset}/{method}" for dataset, method in failed.itertuples(index=False))
     sinusoid, diabetes = params["sinusoid"]["em"], params["diabetes"]["em"]
     best = int(evidence.loc[evidence["log_evidence"].idxmax(), "degree"])
     return (
-        f"{int(cross['pass'].sum())} of {len(cross)} cross-checks passed{verdict}. "
+        f"{int(cross['passed'].sum())} of {len(cross)} cross-checks passed{verdict}. "
         f"EM precisions: sinusoid alpha={sinusoid['prior_precision']:.4g}, "
         f"beta={sinusoid['noise_precision']:.4g} (true beta "
         f"{1.0 / NOISE_SD**2:.4g}); diabetes alpha={diabetes['prior_precision']:.4g},"
@@ -737,7 +430,7 @@ def run(args) -> dict:
     diagnostics_records = {run: table.reset_index(names="parameter")
                            .to_dict(orient="records")
                            for run, table in diag_frames.items()}
-    all_passed = bool(cross["pass"].all())
+    all_passed = bool(cross["passed"].all())
     summary = summarise(cross, params, evidence)
     timings["total"] = time.perf_counter() - started
     files["params"] = str(rt.write_json(out / "params.json", {

@@ -68,8 +68,6 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
-from scipy.stats import multinomial
 
 from latentmix.data.shoppers import (
     basket_summary,
@@ -78,14 +76,21 @@ from latentmix.data.shoppers import (
     take_baskets,
 )
 from latentmix.data.validation import DataWarning
-from latentmix.inference.align import relabel_samples
+from latentmix.inference.crosscheck import CrossCheckWarning
+from latentmix.inference.crosscheck.mixtures import HDI_PROB
+from latentmix.inference.crosscheck.multinomial_mixture import (
+    check_against_scipy,
+    check_monotone,
+    crosscheck_multinomial_mixture,
+)
+from latentmix.inference.crosscheck.table import check_row, make_table
 from latentmix.inference.em import (
     ConvergenceWarning,
     MultinomialMixtureParams,
     MultinomialMixturePrior,
     fit_multinomial_mixture,
 )
-from latentmix.inference.mcmc import SamplerWarning, diagnostics, run_nuts
+from latentmix.inference.mcmc import RHAT_THRESHOLD, SamplerWarning, diagnostics
 from latentmix.inference.segments import (
     compare_global_grouped,
     household_indicator,
@@ -101,7 +106,6 @@ from latentmix.inference.selection import (
     multinomial_bic,
     select_num_components_multinomial,
 )
-from latentmix.inference.svi import fit_vi
 from latentmix.models import multinomial_mixture as mm
 from latentmix.scripts import device
 from latentmix.scripts import runtime as rt
@@ -137,18 +141,9 @@ SEGMENT_PRIOR = MultinomialMixturePrior(probs_concentration=1.0 + PSEUDOCOUNT)
 # fixed here, not tuned on the test baskets.
 SHRINKAGE = 5.0
 
-# Tolerances of the cross-checks (README, "Shopper segmentation").
-RHAT_MAX = 1.01  # Vehtari et al. (2021); inference.mcmc.RHAT_THRESHOLD
-SWITCHING_RHAT = 1.1  # raw draws from differently labelled starts must exceed it
-HDI_PROB = 0.94
-VI_TOL_SD = 0.3  # mean-field bias + Monte Carlo error, in posterior sds
-# Per-basket log-likelihoods are sums of <= ~100 float64 terms of size <= ~100;
-# rounding is ~1e-12, so 1e-9 flags any real difference from scipy.
-SCIPY_ATOL = 1e-9
-SCIPY_BASKETS = 500
-# EM's objective is a float64 mean over ~10^5 baskets of ~-18 nats: rounding of
-# one evaluation is ~1e-13 nats per basket; a real decrease is far larger.
-MONOTONE_ATOL = 1e-10
+# The cross-checks and their tolerances live in inference.crosscheck
+# (multinomial_mixture and mixtures); the figures draw these.
+RHAT_MAX = RHAT_THRESHOLD
 
 
 class Settings(NamedTuple):
@@ -192,13 +187,8 @@ FULL = Settings(num_households=None,
 FAST = FULL._replace(num_households=300, k_grid=(2, 3, 4), num_restarts=2,
                      max_iters=300, num_warmup=300, num_samples=500, run_vi=False)
 
-OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, RuntimeWarning)
-
-
-def row(check, reference, statistic, tolerance, rule, passed, note=""):
-    return {"check": check, "reference": reference, "statistic": float(statistic),
-            "tolerance": float(tolerance), "rule": rule, "pass": bool(passed),
-            "note": note}
+OUR_WARNINGS = (DataWarning, ConvergenceWarning, SamplerWarning, CrossCheckWarning,
+                RuntimeWarning)
 
 
 # --- data -------------------------------------------------------------------------
@@ -362,126 +352,39 @@ def nuts_subsample(train, settings, seed):
     return counts.astype(np.float64), names
 
 
-def run_bayes(counts, settings, keys):
-    """EM, NUTS from rolled labellings of the EM fit, relabelling, and VI."""
-    num_components = settings.nuts_components
-    em = fit_multinomial_mixture(counts, num_components,
-                                 num_restarts=settings.nuts_restarts, tol=1e-12,
-                                 max_iters=20_000, rng_key=keys["em"])
-    em = em._replace(params=by_weight(em.params))
-    sites = {"weights": np.asarray(em.params.weights),
-             "probs": np.asarray(em.params.probs)}
-    # Chain c starts at the EM estimate with its labels rolled by c: the raw
-    # draws then disagree between chains on what "segment 0" is.
-    starts = [{name: value[np.roll(np.arange(num_components), chain)]
-               for name, value in sites.items()} for chain in range(4)]
-    raw = run_nuts(mm.model, counts, num_components, rng_key=keys["nuts"],
-                   num_chains=4, num_warmup=settings.num_warmup,
-                   num_samples=settings.num_samples, init_params=starts)
-    relabelled, _ = relabel_samples(raw, em.params)
-    vi_draws = None
-    if settings.run_vi:
-        key_fit, key_draws = jax.random.split(keys["vi"])
-        fit = fit_vi(mm.model, counts, num_components, rng_key=key_fit,
-                     guide="normal", num_steps=settings.vi_steps, init_params=sites)
-        draws = fit.guide.sample_posterior(key_draws, fit.guide_params,
-                                           sample_shape=(settings.vi_draws,))
-        vi_draws = {name: np.asarray(value) for name, value in draws.items()}
-    return em, raw, relabelled, vi_draws
-
-
-def _rhat(idata) -> dict:
-    rhat = az.rhat(idata)
-    return {name: np.asarray(rhat[name]) for name in ("weights", "probs")}
-
-
-def check_bayes(em, raw, relabelled, vi_draws):
-    """R-hat before/after relabelling, EM inside the HDIs, VI means vs NUTS."""
-    raw_rhat, fixed_rhat = _rhat(raw), _rhat(relabelled)
-    raw_max = max(float(np.max(v)) for v in raw_rhat.values())
-    fixed_max = max(float(np.max(v)) for v in fixed_rhat.values())
-    divergences = int(np.asarray(raw.sample_stats["diverging"]).sum())
-    rows = [
-        row("NUTS raw draws: label switching", "chains started in rolled labellings",
-            raw_max, SWITCHING_RHAT, "max r_hat >= tol", raw_max >= SWITCHING_RHAT,
-            "switching shown: segment-specific sites cannot mix across chains"),
-        row("NUTS relabelled draws: r_hat", "relabel_samples against the EM fit",
-            fixed_max, RHAT_MAX, "max r_hat <= tol", fixed_max <= RHAT_MAX,
-            f"{divergences} divergences"),
-    ]
-    sites = {"weights": np.asarray(em.params.weights),
-             "probs": np.asarray(em.params.probs)}
-    hdi = az.hdi(relabelled, hdi_prob=HDI_PROB)
-    outside = []
-    for name, value in sites.items():
-        low = hdi[name].sel(hdi="lower").values
-        high = hdi[name].sel(hdi="higher").values
-        inside = (low <= value) & (value <= high)
-        outside += [f"{name}{list(index)}" for index in np.argwhere(~inside)]
-    count = sum(value.size for value in sites.values())
-    # With flat Dirichlet(1) priors the posterior mode is the ML estimate; 2,000
-    # baskets make the posterior near-Gaussian, so the mode sits within a small
-    # fraction of an sd of the centre, well inside +-1.9 sd.
-    rows.append(row("EM inside NUTS 94% HDI", f"relabelled NUTS draws ({count} "
-                    "parameter elements)", len(outside), 0, "elements outside <= tol",
-                    not outside, ", ".join(outside) or "all inside"))
-    if vi_draws is not None:
-        posterior = relabelled.posterior
-        worst, where = 0.0, ""
-        for name in sites:
-            nuts_mean = posterior[name].mean(("chain", "draw")).values
-            nuts_sd = posterior[name].std(("chain", "draw")).values
-            shift = np.abs(vi_draws[name].mean(axis=0) - nuts_mean) / nuts_sd
-            if float(np.max(shift)) > worst:
-                worst, where = float(np.max(shift)), name
-        # Monte Carlo error of both means is ~0.03 sd (ESS ~ 800, 4000 VI draws);
-        # mean-field VI shifted means by 0.06-0.14 sd on such subsamples (measured
-        # over seeds); a guide or model error shows as shifts of several sds.
-        rows.append(row("VI means vs NUTS means", "relabelled NUTS means", worst,
-                        VI_TOL_SD, "max |diff| / posterior sd <= tol",
-                        worst <= VI_TOL_SD, f"largest at {where}"))
+def run_bayes(counts, settings, key):
+    """The library's cross-check on the subsample: EM, NUTS from rolled labellings
+    of the EM fit (label switching shown, then removed by relabelling), VI."""
+    check = crosscheck_multinomial_mixture(
+        counts, settings.nuts_components, rng_key=key,
+        methods=("vi", "nuts") if settings.run_vi else ("nuts",),
+        num_restarts=settings.nuts_restarts, tol=1e-12, max_iters=20_000,
+        num_warmup=settings.num_warmup, num_samples=settings.num_samples,
+        vi_steps=settings.vi_steps, vi_draws=settings.vi_draws,
+        label_switching=True)
+    raw, relabelled = check.fits["nuts"], check.idata
+    raw_rhat, fixed_rhat = (_rhat(idata) for idata in (raw, relabelled))
     rhat_table = pd.DataFrame({
         "parameter": [f"{name}{list(index)}" for name, value in raw_rhat.items()
                       for index in np.ndindex(value.shape)],
         "r_hat_raw": np.concatenate([v.ravel() for v in raw_rhat.values()]),
         "r_hat_relabelled": np.concatenate([v.ravel() for v in fixed_rhat.values()]),
     })
-    return rows, rhat_table, raw_max, fixed_max
+    raw_max = max(float(np.max(v)) for v in raw_rhat.values())
+    fixed_max = max(float(np.max(v)) for v in fixed_rhat.values())
+    return check, rhat_table, raw_max, fixed_max
 
 
-def check_against_scipy(params, counts) -> dict:
-    """Per-basket log-likelihood of the mixture against scipy's multinomial."""
-    dense = counts[:SCIPY_BASKETS].toarray().astype(np.float64)
-    ours = np.asarray(mm.log_likelihood(params, dense))
-    weights, probs = np.asarray(params.weights), np.asarray(params.probs)
-    totals = dense.sum(axis=1)
-    per_component = np.column_stack([
-        multinomial(totals, probs[k]).logpmf(dense) for k in range(weights.size)])
-    with np.errstate(divide="ignore"):
-        theirs = logsumexp(per_component + np.log(weights), axis=1)
-    error = float(np.max(np.abs(ours - theirs)))
-    return row("held-out log-likelihood vs scipy",
-               f"scipy.stats.multinomial.logpmf mixture ({dense.shape[0]} test "
-               "baskets)", error, SCIPY_ATOL, "max |diff| (nats) <= tol",
-               error <= SCIPY_ATOL)
-
-
-def check_monotone(name, result) -> dict:
-    trace = np.asarray(result.trace)
-    trace = trace[np.isfinite(trace)]
-    drop = float(np.max(-np.diff(trace), initial=0.0))
-    return row(f"EM trace never decreases ({name})", "EM ascent property", drop,
-               MONOTONE_ATOL, "largest drop (nats per basket) <= tol",
-               drop <= MONOTONE_ATOL, f"{trace.size} iterations")
+def _rhat(idata) -> dict:
+    rhat = az.rhat(idata, var_names=["weights", "probs"])
+    return {name: np.asarray(rhat[name]) for name in ("weights", "probs")}
 
 
 def check_icl(table) -> dict:
     gap = float(np.min(table["icl"] - table["bic"]))
-    return row("ICL >= BIC for every K", "ICL = BIC + 2 x entropy, entropy >= 0",
-               gap, 0.0, "min(ICL - BIC) >= tol", gap >= 0.0)
-
-
-# --- figures ----------------------------------------------------------------------
+    return check_row("ICL >= BIC for every K", "EM",
+                     "ICL = BIC + 2 x entropy, entropy >= 0", gap, 0.0,
+                     "min(ICL - BIC) >= tol", passed=gap >= 0.0)
 
 
 def plot_selection(table, chosen_k, icl_k, num_test):
@@ -683,18 +586,20 @@ def run_all(settings, seed, progress, timings):
     with timed("NUTS (and VI) on a subsample"):
         counts, names = nuts_subsample(train, settings, seed)
         res["nuts_categories"] = names
-        res["bayes_em"], res["raw"], res["relabelled"], res["vi_draws"] = run_bayes(
-            counts, settings, keys)
+        check, res["rhat_table"], res["rhat_raw"], res["rhat_relabelled"] = (
+            run_bayes(counts, settings, keys["nuts"]))
+        res["bayes_em"], res["raw"] = check.fits["em"], check.fits["nuts"]
+        res["relabelled"] = check.idata
         res["diagnostics"] = diagnostics(res["relabelled"], warn=True)
 
-    rows, res["rhat_table"], res["rhat_raw"], res["rhat_relabelled"] = check_bayes(
-        res["bayes_em"], res["raw"], res["relabelled"], res["vi_draws"])
-    rows.append(check_against_scipy(fits[chosen_k].params, test.counts))
-    rows.append(check_monotone(f"global, K={chosen_k}", fits[chosen_k]))
-    rows.append(check_monotone(f"grouped, K={chosen_k}", res["grouped"]))
-    rows.append(check_monotone(f"shrunk grouped, K={chosen_k}", res["shrunk"]))
+    rows = check.table.to_dict(orient="records")
+    rows.append(check_against_scipy(fits[chosen_k].params, test.counts,
+                                    check="held-out log-likelihood vs scipy"))
+    rows.append(check_monotone(fits[chosen_k], f"global, K={chosen_k}"))
+    rows.append(check_monotone(res["grouped"], f"grouped, K={chosen_k}"))
+    rows.append(check_monotone(res["shrunk"], f"shrunk grouped, K={chosen_k}"))
     rows.append(check_icl(table))
-    res["cross_check"] = pd.DataFrame.from_records(rows)
+    res["cross_check"] = make_table(rows)
     return res
 
 
@@ -831,7 +736,7 @@ def key_numbers(res, settings) -> dict:
 
 
 def summarise(numbers, cross) -> str:
-    failed = cross.loc[~cross["pass"], "check"].tolist()
+    failed = cross.loc[~cross["passed"], "check"].tolist()
     verdict = "" if not failed else ": FAILED " + "; ".join(failed)
     train, test = numbers["sizes"]["train"], numbers["sizes"]["test"]
     chosen = numbers["chosen_k"]
@@ -841,7 +746,7 @@ def summarise(numbers, cross) -> str:
     tutorial = numbers["criteria"][str(numbers["tutorial_k"])]
     reference = numbers["reference_tutorial"]
     return (
-        f"{int(cross['pass'].sum())} of {len(cross)} cross-checks passed{verdict}. "
+        f"{int(cross['passed'].sum())} of {len(cross)} cross-checks passed{verdict}. "
         f"Data: {train['baskets']:,} training and {test['baskets']:,} test baskets of "
         f"{train['households']:,} households over {train['categories']} categories. "
         f"BIC picks K = {chosen}{edge}; ICL picks K = {numbers['icl_k']}; held-out "
@@ -954,7 +859,7 @@ def write_outputs(out, res, settings, numbers, summary, timings, figures, messag
         "nuts_subsample_em": {"categories": res["nuts_categories"],
                               **_params(res["bayes_em"].params)},
     }))
-    all_passed = bool(res["cross_check"]["pass"].all())
+    all_passed = bool(res["cross_check"]["passed"].all())
     files["summary"] = str(rt.write_json(out / "summary.json", {
         "summary": summary, "all_passed": all_passed, "fast": bool(args.fast),
         "seed": args.seed, "settings": settings._asdict(), **numbers,

@@ -55,7 +55,7 @@ def test_fast_run_passes_its_cross_checks_and_writes_its_files(tmp_path):
     assert params["all_passed"] is True and params["fast"] is True
     assert params["seeds"]["seed"] == 0 and params["num_components"] == 2
     table = pd.read_csv(folder / "cross_check.csv")
-    assert table["pass"].all(), table.to_string()
+    assert table["passed"].all(), table.to_string()
     assert {"EM, same start and iterations", "EM, best of restarts: mean log-lik",
             "BIC", "NUTS raw draws: label switching", "NUTS relabelled draws: r_hat",
             "EM inside NUTS 94% HDI"} <= set(table["check"])

@@ -49,7 +49,7 @@ def test_fast_run_passes_its_cross_checks_and_writes_its_files(tmp_path):
     assert params["all_passed"] is True and params["fast"] is True
     assert params["seeds"]["seed"] == 0
     table = pd.read_csv(folder / "cross_check.csv")
-    assert table["pass"].all()
+    assert table["passed"].all()
     methods = set(zip(table["dataset"], table["method"], strict=True))
     assert {("sinusoid", "closed form"), ("sinusoid", "EM-evidence"),
             ("sinusoid", "MAP"), ("sinusoid", "VI (full-rank)"),

@@ -67,7 +67,7 @@ def test_fast_run_passes_its_checks_and_writes_its_files(fast_run):
     assert summary["all_passed"] is True and summary["fast"] is True
     assert summary["seed"] == 0
     table = pd.read_csv(folder / "cross_check.csv")
-    assert table["pass"].all(), table
+    assert table["passed"].all(), table
     assert {"NUTS raw draws: label switching", "NUTS relabelled draws: r_hat",
             "EM inside NUTS 94% HDI", "held-out log-likelihood vs scipy",
             "ICL >= BIC for every K"} <= set(table["check"])
