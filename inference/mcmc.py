@@ -28,6 +28,7 @@ from latentmix.data.validation import warn as emit_warning
 
 __all__ = [
     "SamplerWarning",
+    "SamplingInterrupted",
     "RHAT_THRESHOLD",
     "MIN_ESS_PER_CHAIN",
     "run_nuts",
@@ -50,6 +51,17 @@ def _chain_method(num_chains: int) -> str:
     return "vectorized"
 
 
+class SamplingInterrupted(KeyboardInterrupt):
+    """NUTS was interrupted between two chunks of draws.
+
+    idata: the draws made so far as InferenceData (None during warmup).
+    """
+
+    def __init__(self, idata):
+        super().__init__("NUTS interrupted")
+        self.idata = idata
+
+
 def run_nuts(
     model,
     *args,
@@ -61,6 +73,9 @@ def run_nuts(
     target_accept_prob: float = 0.8,
     dense_mass: bool = False,
     progress_bar: bool = False,
+    chunk_size: int | None = None,
+    callback=None,
+    drop_sites=(),
     **kwargs,
 ) -> az.InferenceData:
     """Run NUTS on ``model(*args, **kwargs)``; return posterior draws as InferenceData.
@@ -72,10 +87,27 @@ def run_nuts(
     each chain at its own point (e.g. differently labelled EM solutions of a
     mixture); otherwise chains start uniformly in [-2, 2] in the unconstrained
     space (NumPyro's default).
+
+    Warmup runs as one compiled call, then the draws come in chunks of
+    ``chunk_size`` per chain (default: all at once, or 100 with a callback);
+    each chunk continues from the last state (NumPyro's ``post_warmup_state``),
+    so chunked and unchunked runs are the same Markov chain. After warmup and
+    after every chunk ``callback(draws_done, num_samples)`` runs; when it raises
+    ``KeyboardInterrupt`` (an interrupt requested in between),
+    ``SamplingInterrupted`` is raised carrying the draws made so far.
+    ``drop_sites``: sites left out of the posterior group (e.g. the
+    standardised coordinates of a reparametrised model).
     """
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_warmup = check_int("num_warmup", num_warmup, minimum=0)
     num_samples = check_int("num_samples", num_samples, minimum=1)
+    if chunk_size is None:
+        chunk_size = num_samples if callback is None else 100
+    chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), num_samples)
+    num_chunks = -(-num_samples // chunk_size)
+    # Equal chunks (one compiled program); the last draws beyond num_samples
+    # are dropped.
+    chunk_size = -(-num_samples // num_chunks)
     chain_starts = None
     if isinstance(init_params, list | tuple):
         if len(init_params) != num_chains:
@@ -83,7 +115,7 @@ def run_nuts(
                 f"init_params holds {len(init_params)} per-chain starts but "
                 f"num_chains={num_chains}; give one dict per chain or a single dict"
             )
-        # MCMC.run takes per-chain starts in the unconstrained space of the sites.
+        # MCMC takes per-chain starts in the unconstrained space of the sites.
         unconstrained = [unconstrain_fn(model, args, kwargs, dict(start))
                          for start in init_params]
         # One chain takes an unbatched start, several a leading chain axis.
@@ -105,29 +137,53 @@ def run_nuts(
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
-        num_samples=num_samples,
+        num_samples=chunk_size,
         num_chains=num_chains,
         chain_method=_chain_method(num_chains),
         progress_bar=progress_bar,
     )
-    mcmc.run(
-        rng_key,
-        *args,
-        extra_fields=("diverging", "num_steps", "potential_energy"),
-        init_params=chain_starts,
-        **kwargs,
-    )
-    return _to_inference_data(mcmc, model, args, kwargs)
+    extra_fields = ("diverging", "num_steps", "potential_energy")
+    mcmc.warmup(rng_key, *args, extra_fields=extra_fields, init_params=chain_starts,
+                collect_warmup=False, **kwargs)
+    draws, extras = [], []
+
+    def collected():
+        if not draws:
+            return None
+        return _to_inference_data(_join(draws, num_samples), _join(extras, num_samples),
+                                  model, args, kwargs, drop_sites)
+
+    try:
+        if callback is not None:
+            callback(0, num_samples)
+        for _ in range(num_chunks):
+            mcmc.run(mcmc.post_warmup_state.rng_key, *args, extra_fields=extra_fields,
+                     **kwargs)
+            draws.append(mcmc.get_samples(group_by_chain=True))
+            extras.append(mcmc.get_extra_fields(group_by_chain=True))
+            mcmc.post_warmup_state = mcmc.last_state
+            if callback is not None:
+                callback(min(len(draws) * chunk_size, num_samples), num_samples)
+    except KeyboardInterrupt as interrupt:
+        raise SamplingInterrupted(collected()) from interrupt
+    return collected()
 
 
-def _to_inference_data(mcmc: MCMC, model, args, kwargs) -> az.InferenceData:
+def _join(chunks: list, num_samples: int) -> dict:
+    """Concatenate per-chunk {site: (chain, draw, ...)} along draws, trimmed."""
+    return {name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks],
+                                 axis=1)[:, :num_samples]
+            for name in chunks[0]}
+
+
+def _to_inference_data(draws: dict, extra: dict, model, args, kwargs,
+                       drop_sites=()) -> az.InferenceData:
     """Build InferenceData without re-sampling the model from its prior.
 
     ``az.from_numpyro`` traces the model with prior draws to find observed sites,
     which fails for vague hyperpriors whose draws underflow to 0; here the model is
     traced at the first posterior draw instead.
     """
-    draws = mcmc.get_samples(group_by_chain=True)
     first = {name: value[0, 0] for name, value in draws.items()}
     model_trace = handlers.trace(
         handlers.substitute(handlers.seed(model, 0), data=first)
@@ -137,7 +193,6 @@ def _to_inference_data(mcmc: MCMC, model, args, kwargs) -> az.InferenceData:
         for name, site in model_trace.items()
         if site["type"] == "sample" and site["is_observed"]
     }
-    extra = mcmc.get_extra_fields(group_by_chain=True)
     num_steps = np.asarray(extra["num_steps"])
     sample_stats = {
         "diverging": np.asarray(extra["diverging"]),
@@ -146,7 +201,8 @@ def _to_inference_data(mcmc: MCMC, model, args, kwargs) -> az.InferenceData:
         "lp": -np.asarray(extra["potential_energy"]),
     }
     return az.from_dict(
-        posterior={name: np.asarray(value) for name, value in draws.items()},
+        posterior={name: np.asarray(value) for name, value in draws.items()
+                   if name not in drop_sites},
         sample_stats=sample_stats,
         observed_data=observed,
     )

@@ -7,6 +7,7 @@ those no other test imports.
 """
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -132,13 +133,23 @@ def test_imports_flow_down_the_layers():
 def test_the_wheel_installs_only_latentmix(tmp_path):
     """A plain (non-editable) install puts exactly one top-level package into
     site-packages, and every subpackage of the source tree is in it."""
+    # Built from a copy: setuptools writes build/ next to pyproject.toml.
+    source = tmp_path / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("pyproject.toml", "README.md", *SUBPACKAGES):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--wheel-dir", str(wheels), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stderr
-    (wheel,) = tmp_path.glob("latentmix-*.whl")
+    (wheel,) = wheels.glob("latentmix-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert {name for name in top_level if not name.endswith(".dist-info")} == {
