@@ -38,6 +38,14 @@ from latentmix.inference.em import (
     fit_multinomial_mixture,
 )
 from latentmix.inference.em import multinomial_mixture as em_module
+from latentmix.inference.em.driver import AllRestartsFailedError, EMRestarts
+from latentmix.inference.em.multinomial_mixture import (
+    fit_multinomial_mixture_restarts,
+)
+from latentmix.inference.em.multinomial_mixture.restarts import (
+    best_restart,
+    run_restarts,
+)
 from latentmix.inference.selection import (
     heldout_log_likelihood,
     multinomial_bic,
@@ -272,21 +280,30 @@ def test_best_restart_is_the_highest_finite_objective():
         converged=jnp.array([True, False, True, False, True]),
         trace=jnp.zeros((5, 3)),
     )
-    best = em_module._best_restart(results)
+    best = best_restart(results)
     assert float(best.log_likelihood) == -1.5 and int(best.num_iters) == 2
     assert float(best.params.weights[0]) == 2.0
     failed = results._replace(log_likelihood=jnp.full(5, jnp.nan))
-    assert int(em_module._best_restart(failed).num_iters) == 0
+    assert int(best_restart(failed).num_iters) == 0
 
 
 def test_impossible_start_is_never_converged(rng_key):
-    """An init giving every row probability 0 yields a non-finite objective."""
+    """An init giving every row probability 0 yields a non-finite objective.
+
+    Every restart then fails: the fit raises AllRestartsFailedError (a
+    FloatingPointError) naming the fix; the restarts function reports them.
+    """
     counts = np.array([[1, 2, 0], [0, 1, 3], [2, 0, 1]])
     init = MultinomialMixtureParams(
         np.array([0.5, 0.5]), np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
     )
-    with pytest.warns(ConvergenceWarning, match="non-finite"):
-        result = fit_multinomial_mixture(counts, 2, init=init)
+    with pytest.raises(AllRestartsFailedError, match="non-finite") as error:
+        fit_multinomial_mixture(counts, 2, init=init)
+    assert isinstance(error.value, FloatingPointError)
+    assert "init" in str(error.value) and "prior" in str(error.value)
+    every = fit_multinomial_mixture_restarts(counts, 2, init=init, num_restarts=2)
+    assert every.best_index == -1 and np.all(every.failed)
+    result = jax.tree_util.tree_map(lambda leaf: leaf[0], every.results)
     assert not bool(result.converged)
     assert not np.isfinite(float(result.log_likelihood))
 
@@ -309,21 +326,21 @@ def test_compiles_once_for_same_shapes(rng_key):
     first, _ = simulate(12, num_rows=200, num_categories=20, mean_total=30)
     second, _ = simulate(13, num_rows=200, num_categories=20, mean_total=30)
     fit_multinomial_mixture(first, 3, rng_key=rng_key, num_restarts=2, tol=1e-6)
-    size = em_module._fit._cache_size()
+    size = run_restarts._cache_size()
     fit_multinomial_mixture(second, 3, rng_key=rng_key, num_restarts=2, tol=1e-7)
     fit_multinomial_mixture(first, 3, rng_key=jax.random.key(5), num_restarts=2)
-    assert em_module._fit._cache_size() == size
+    assert run_restarts._cache_size() == size
 
 
 def test_a_repeated_sweep_compiles_nothing_new(rng_key):
     """Restarts share one compiled core per K; a second sweep reuses them all."""
     counts, _ = simulate(26, num_rows=120)
     select_num_components_multinomial(counts, [1, 2], num_restarts=3, rng_key=rng_key)
-    size = em_module._fit._cache_size()
+    size = run_restarts._cache_size()
     again = select_num_components_multinomial(
         counts, [1, 2], num_restarts=3, rng_key=jax.random.key(9)
     )
-    assert em_module._fit._cache_size() == size
+    assert run_restarts._cache_size() == size
     assert list(again.table["num_components"]) == [1, 2]
 
 
@@ -524,11 +541,112 @@ def test_bad_options_are_rejected(kwargs, error, message, rng_key):
         fit_multinomial_mixture(counts, 2, **options)
 
 
-def test_explicit_init_needs_one_restart():
+def test_one_explicit_init_is_repeated_for_every_restart():
+    """One start with num_restarts=r: r identical restarts (the GMM's rule)."""
     counts, _ = simulate(24, num_rows=30)
     init = random_params(0, 2, counts.shape[1])
-    with pytest.raises(ValueError, match="num_restarts=1"):
-        fit_multinomial_mixture(counts, 2, init=init, num_restarts=3)
+    every = fit_multinomial_mixture_restarts(counts, 2, init=init, num_restarts=3)
+    assert every.results.params.probs.shape == (3, 2, counts.shape[1])
+    for index in (1, 2):
+        np.testing.assert_array_equal(every.results.params.probs[index],
+                                      every.results.params.probs[0])
+    single = fit_quietly(counts, 2, init=init)
+    # One restart or three under vmap: the same iterates up to summation order.
+    assert_same_fit(fit_quietly(counts, 2, init=init, num_restarts=3), single,
+                    atol=1e-12)
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["global", "grouped"])
+def test_stacked_inits_are_separate_restarts(grouped):
+    """probs (r, K, C) stack r starts; each equals the fit from that start."""
+    num_groups = 4 if grouped else None
+    counts, groups = simulate(27, num_rows=200, num_groups=num_groups)
+    starts = [random_params(seed, 3, counts.shape[1], num_groups)
+              for seed in (30, 31)]
+    stacked = MultinomialMixtureParams(
+        np.stack([start.weights for start in starts]),
+        np.stack([start.probs for start in starts]),
+    )
+    every = fit_multinomial_mixture_restarts(counts, 3, groups=groups, init=stacked)
+    assert every.results.params.probs.shape == (2, 3, counts.shape[1])
+    assert not np.any(every.failed) and np.all(every.num_reseeds == 0)
+    for index, start in enumerate(starts):
+        separate = fit_quietly(counts, 3, groups=groups, init=start)
+        one = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], every.results)
+        assert_same_fit(separate, one, atol=1e-12)
+    best = fit_quietly(counts, 3, groups=groups, init=stacked, num_restarts=2)
+    assert float(best.log_likelihood) == float(
+        np.max(np.asarray(every.results.log_likelihood))
+    )
+    with pytest.raises(ValueError, match="2 stacked starts but num_restarts=3"):
+        fit_multinomial_mixture(counts, 3, groups=groups, init=stacked,
+                                num_restarts=3)
+
+
+def test_restarts_returns_every_restart_and_the_best(rng_key):
+    counts, _ = simulate(28)
+    every = fit_multinomial_mixture_restarts(counts, 3, num_restarts=4,
+                                             rng_key=rng_key)
+    assert isinstance(every, EMRestarts)
+    assert every.results.params.weights.shape == (4, 3)
+    assert every.num_reseeds.tolist() == [0] * 4 and not np.any(every.failed)
+    objectives = np.asarray(every.results.log_likelihood)
+    assert every.best_index == int(np.argmax(objectives))
+    best = fit_multinomial_mixture(counts, 3, num_restarts=4, rng_key=rng_key)
+    assert float(best.log_likelihood) == objectives[every.best_index]
+
+
+def test_screening_continues_the_best_restart_only(rng_key):
+    """screen_iters = s: all restarts run s iterations, then the best goes on.
+
+    The best restart's result is the fit started from its screened params; the
+    others stop at s iterations, so r restarts cost at most (r - 1) s +
+    max_iters iterations.
+    """
+    counts, _ = simulate(29, num_rows=600)
+    num_restarts, screen, max_iters = 5, 3, 400
+    options = dict(num_restarts=num_restarts, rng_key=rng_key, max_iters=max_iters)
+    screened = fit_multinomial_mixture_restarts(
+        counts, 3, max_iters=screen, num_restarts=num_restarts, rng_key=rng_key
+    )
+    every = fit_multinomial_mixture_restarts(counts, 3, screen_iters=screen,
+                                             **options)
+    best = int(np.argmax(np.asarray(screened.results.log_likelihood)))
+    assert every.best_index == best
+    iters = np.asarray(every.results.num_iters)
+    others = np.arange(num_restarts) != best
+    assert np.all(iters[others] == screen)
+    assert iters.sum() <= (num_restarts - 1) * screen + max_iters
+    full = fit_multinomial_mixture_restarts(counts, 3, **options)
+    assert iters.sum() < np.asarray(full.results.num_iters).sum()
+    start = jax.tree_util.tree_map(lambda leaf: leaf[best], screened.results.params)
+    continued = fit_multinomial_mixture(counts, 3, init=start,
+                                        max_iters=max_iters - screen)
+    result = fit_multinomial_mixture(counts, 3, screen_iters=screen, **options)
+    # Other programs (batched or not) sum in another order: 1e-12, not bits.
+    assert_same_fit(result, continued, atol=1e-12)
+    assert int(result.num_iters) == screen + int(continued.num_iters)
+    assert bool(result.converged) and bool(continued.converged)
+    np.testing.assert_allclose(
+        np.asarray(result.trace)[: int(result.num_iters)],
+        np.concatenate([
+            np.asarray(screened.results.trace[best]),
+            np.asarray(continued.trace)[: int(continued.num_iters)],
+        ]),
+        rtol=1e-12,
+    )
+
+
+def test_screening_options_are_checked(rng_key):
+    counts, groups = simulate(30, num_rows=60, num_groups=3)
+    with pytest.raises(ValueError, match="screen_iters=5 must be below max_iters"):
+        fit_multinomial_mixture(counts, 2, rng_key=rng_key, num_restarts=2,
+                                screen_iters=5, max_iters=5)
+    with pytest.raises(ValueError, match="screen_iters is not offered with groups"):
+        fit_multinomial_mixture(counts, 2, rng_key=rng_key, num_restarts=2,
+                                groups=groups, screen_iters=2)
+    with pytest.raises(ValueError, match="screen_iters"):
+        fit_multinomial_mixture(counts, 2, rng_key=rng_key, screen_iters=-1)
 
 
 # ----------------------------------------------------------------------------

@@ -44,11 +44,26 @@ from latentmix.inference.em import (
     MultinomialMixtureParams,
     MultinomialMixturePrior,
     fit_multinomial_mixture,
+    fit_multinomial_mixture_chunked,
+    fit_multinomial_mixture_restarts,
     fit_multinomial_mixture_sweep,
-    multinomial_streaming,
 )
-from latentmix.inference.em import multinomial_mixture as em_module
+from latentmix.inference.em.driver import AllRestartsFailedError
+from latentmix.inference.em.multinomial_mixture import summarise_chunks
+from latentmix.inference.em.multinomial_mixture.checks import check_prior
+from latentmix.inference.em.multinomial_mixture.chunked import accumulate, advance
+from latentmix.inference.em.multinomial_mixture.counts import (
+    device_data,
+    prepare_counts,
+    size_bucket,
+)
+from latentmix.inference.em.multinomial_mixture.restarts import (
+    random_starts,
+    run_restarts,
+)
+from latentmix.inference.em.multinomial_mixture.sweep import padded_starts, run_sweep
 from latentmix.inference.selection import select_num_components_multinomial
+from latentmix.inference.sharding import replicate
 
 TOL = 1e-12  # float64 summation-order noise, see the module docstring
 
@@ -115,22 +130,22 @@ def test_sharded_fit_equals_single_device_fit(grouped, prior, rng_key):
 def test_sharded_rows_are_split_and_reduced_not_gathered():
     """The compiled program keeps rows on their device: all-reduces, no gathers."""
     counts = simulate(2)
-    prepared = em_module._prepare_counts(counts, None, True)
+    prepared = prepare_counts(counts, None, True)
     devices = jax.devices()
-    data = em_module._device_data(
+    data = device_data(
         prepared.folded, "dense", prepared.num_rows, 0.0, jnp.float64, devices
     )
     matrix = data.counts.matrix
     assert {shard.data.shape[0] for shard in matrix.addressable_shards} == {
         matrix.shape[0] // 4
     }
-    replicated = em_module.replicate(
-        (em_module._random_init(jax.random.key(0), 2, 3, 6, jnp.float64),
-         em_module._check_prior(None, 3, 6, jnp.float64), jnp.asarray(1e-6)),
+    replicated = replicate(
+        (random_starts(jax.random.key(0), 2, 3, 6, jnp.float64),
+         check_prior(None, 3, 6, jnp.float64), jnp.asarray(1e-6)),
         devices,
     )
     init, prior, tol = replicated
-    hlo = em_module._fit.lower(
+    hlo = run_restarts.lower(
         data, init, prior, tol, tol, num_components=3, num_groups=None,
         max_iters=20, map_estimate=False, global_stage=True,
     ).compile().as_text()
@@ -140,14 +155,14 @@ def test_sharded_rows_are_split_and_reduced_not_gathered():
 def test_sharded_fit_compiles_once(rng_key):
     first, second = simulate(3), simulate(8)
     # Different data, same padded size (313 and 297 distinct rows -> 320).
-    assert {em_module._bucket(len(np.unique(x, axis=0))) for x in (first, second)} == {
-        320
-    }
+    assert {
+        size_bucket(len(np.unique(x, axis=0))) for x in (first, second)
+    } == {320}
     fit_multinomial_mixture(first, 3, rng_key=rng_key, devices=4, num_restarts=2)
-    size = em_module._fit._cache_size()
+    size = run_restarts._cache_size()
     fit_multinomial_mixture(second, 3, rng_key=jax.random.key(7), devices=4,
                             num_restarts=2, tol=1e-7)
-    assert em_module._fit._cache_size() == size
+    assert run_restarts._cache_size() == size
 
 
 def test_sharding_options_are_checked(rng_key):
@@ -219,13 +234,13 @@ def test_chunked_restarts_map_and_devices_equal_in_memory(rng_key):
 def test_chunked_fit_compiles_once(rng_key):
     source = chunks_from_array(simulate(9), chunk_rows=100)
     fit_multinomial_mixture(source, 3, rng_key=rng_key, num_restarts=2)
-    sizes = (multinomial_streaming._accumulate._cache_size(),
-             multinomial_streaming._advance._cache_size())
+    sizes = (accumulate._cache_size(),
+             advance._cache_size())
     other = chunks_from_array(simulate(10), chunk_rows=100)
     fit_multinomial_mixture(other, 3, rng_key=jax.random.key(3), num_restarts=2,
                             tol=1e-8)
-    assert (multinomial_streaming._accumulate._cache_size(),
-            multinomial_streaming._advance._cache_size()) == sizes
+    assert (accumulate._cache_size(),
+            advance._cache_size()) == sizes
 
 
 def test_chunked_empty_rows_are_excluded_with_the_same_warning(rng_key):
@@ -305,6 +320,43 @@ def test_chunked_options_are_checked(rng_key):
         fit_multinomial_mixture(source, 2)
     with pytest.raises(ValueError, match="init.probs must have shape"):
         fit_multinomial_mixture(source, 2, init=start(0, 2, 4))
+    with pytest.raises(ValueError, match="screen_iters is not offered for chunked"):
+        fit_multinomial_mixture(source, 2, rng_key=rng_key, num_restarts=2,
+                                screen_iters=2)
+
+
+def test_chunked_entry_points_and_failures(rng_key):
+    """fit_multinomial_mixture_chunked is the chunked fit; the restarts function
+    returns every restart of it; stacked starts and failures as in memory."""
+    counts = simulate(24, num_rows=150)
+    source = chunks_from_array(counts, 64)
+    options = dict(num_restarts=2, rng_key=rng_key, tol=1e-9)
+    direct = fit_multinomial_mixture_chunked(source, 3, **options)
+    assert_same_fit(fit_multinomial_mixture(source, 3, **options), direct)
+    every = fit_multinomial_mixture_restarts(source, 3, **options)
+    assert every.results.params.probs.shape == (2, 3, counts.shape[1])
+    assert_same_fit(
+        jax.tree_util.tree_map(lambda a: a[every.best_index], every.results), direct
+    )
+    stacked = MultinomialMixtureParams(
+        np.stack([start(25, 3, 6).weights, start(26, 3, 6).weights]),
+        np.stack([start(25, 3, 6).probs, start(26, 3, 6).probs]),
+    )
+    in_memory = fit_multinomial_mixture_restarts(counts, 3, init=stacked, tol=1e-9)
+    streamed = fit_multinomial_mixture_restarts(source, 3, init=stacked, tol=1e-9)
+    for index in range(2):
+        assert_same_fit(
+            *(jax.tree_util.tree_map(lambda a, i=index: a[i], every.results)
+              for every in (in_memory, streamed))
+        )
+    impossible = MultinomialMixtureParams(
+        np.full(3, 1 / 3), np.tile([0.5, 0.5, 0.0, 0.0, 0.0, 0.0], (3, 1))
+    )
+    failed = fit_multinomial_mixture_restarts(source, 3, init=impossible)
+    assert failed.best_index == -1 and np.all(failed.failed)
+    assert not np.any(np.asarray(failed.results.converged))
+    with pytest.raises(AllRestartsFailedError, match="non-finite"):
+        fit_multinomial_mixture(source, 3, init=impossible)
 
 
 def test_summary_holds_the_host_constants():
@@ -313,7 +365,7 @@ def test_summary_holds_the_host_constants():
 
     counts = simulate(18, num_rows=250)
     counts[0] = 0
-    summary = multinomial_streaming.summarise_chunks(chunks_from_array(counts, 64), 3)
+    summary = summarise_chunks(chunks_from_array(counts, 64), 3)
     totals = counts.sum(axis=1)
     expected = np.sum(gammaln(totals + 1.0)) - np.sum(gammaln(counts + 1.0))
     assert summary.num_input_rows == 250 and summary.num_rows == 249
@@ -349,18 +401,18 @@ def test_sweep_equals_separate_fits(prior, rng_key):
 def test_masked_components_stay_exactly_zero_and_untouched(rng_key):
     """Raw padded results: weight exactly 0, probs exactly as initialised."""
     counts = simulate(20)
-    prepared = em_module._prepare_counts(counts, None, True)
-    data = em_module._device_data(
+    prepared = prepare_counts(counts, None, True)
+    data = device_data(
         prepared.folded, "dense", prepared.num_rows, 0.0, jnp.float64
     )
-    init = em_module._padded_init(
-        em_module._random_init(rng_key, 2, 2, 6, jnp.float64), 5
+    init = padded_starts(
+        random_starts(rng_key, 2, 2, 6, jnp.float64), 5
     )
     mask = jnp.arange(5) < 2
     for prior in (None, MultinomialMixturePrior(2.0, 1.5)):
-        results = em_module._fit_sweep(
+        results = run_sweep(
             data, init, jnp.broadcast_to(mask, (2, 5)),
-            em_module._check_prior(prior, 5, 6, jnp.float64),
+            check_prior(prior, 5, 6, jnp.float64),
             jnp.asarray(1e-9), jnp.asarray(0.0), max_iters=200,
             map_estimate=prior is not None,
         )
@@ -373,12 +425,12 @@ def test_masked_components_stay_exactly_zero_and_untouched(rng_key):
 def test_sweep_compiles_once(rng_key):
     counts = simulate(21)
     fit_multinomial_mixture_sweep(counts, [1, 2, 3], rng_key=rng_key)
-    size = em_module._fit_sweep._cache_size()
+    size = run_sweep._cache_size()
     # Other K values of the same count and maximum, other key and tol: no compile.
     fit_multinomial_mixture_sweep(counts, [3, 2, 1], rng_key=jax.random.key(4),
                                   tol=1e-8)
     fit_multinomial_mixture_sweep(simulate(22), [2, 1, 3], rng_key=rng_key)
-    assert em_module._fit_sweep._cache_size() == size
+    assert run_sweep._cache_size() == size
 
 
 def test_sweep_float32_and_sharded(rng_key):

@@ -23,6 +23,8 @@ from latentmix.inference.em.linear_regression import (
 )
 from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
+    fit_multinomial_mixture_chunked,
+    fit_multinomial_mixture_restarts,
     fit_multinomial_mixture_sweep,
 )
 from latentmix.models.multinomial_mixture import (
@@ -43,6 +45,8 @@ __all__ = [
     "fit_gaussian_mixture_sweep",
     "fit_linear_regression",
     "fit_multinomial_mixture",
+    "fit_multinomial_mixture_chunked",
+    "fit_multinomial_mixture_restarts",
     "fit_multinomial_mixture_sweep",
     "run_em",
 ]
