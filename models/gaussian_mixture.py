@@ -72,6 +72,12 @@ __all__ = [
     "responsibilities",
     "sample",
     "to_sites",
+    # standardised coordinates (scale-free Bayesian inference)
+    "AffineMap",
+    "standardise_prior",
+    "standardise_sites",
+    "standardising_map",
+    "unstandardise_sites",
 ]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -667,3 +673,80 @@ def check_params(
             f"a multiple of the identity)"
         )
     return GMMParams(*(jnp.asarray(a) for a in arrays))
+
+
+# ----------------------------------------------------- standardised coordinates
+
+
+class AffineMap(NamedTuple):
+    """Standardised coordinates of the data: x_std = (x - centre) / scale.
+
+    centre: (d,); scale: (d,) > 0 (one common value for "spherical", so that a
+    spherical covariance stays spherical).
+    """
+
+    centre: jax.Array
+    scale: jax.Array
+
+
+def standardising_map(x, covariance_type: str = "full") -> AffineMap:
+    """Column means and standard deviations of x (a constant column gets 1).
+
+    For "spherical" every column gets the root mean square of the standard
+    deviations: only a common scale maps a spherical covariance to one.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    check_covariance_type(covariance_type)
+    centre = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    if covariance_type == "spherical":
+        scale = np.full_like(scale, np.sqrt(np.mean(scale**2)))
+    return AffineMap(centre, scale)
+
+
+def standardise_prior(prior: GMMPrior, amap: AffineMap) -> GMMPrior:
+    """The conjugate prior of the standardised parameters.
+
+    Under x_std = S^-1 (x - c), S = diag(scale): mu_std = S^-1 (mu - c) and
+    Sigma_std = S^-1 Sigma S^-1. Dirichlet weights are unchanged; the
+    inverse-Wishart (and its inverse-gamma restrictions) maps to
+    IW(nu, S^-1 Psi S^-1); the mean prior N(m0, Sigma / kappa0) to
+    N(S^-1 (m0 - c), Sigma_std / kappa0). So the posterior of the standardised
+    model, mapped back, is exactly the posterior of the original one.
+    """
+    scale = jnp.asarray(amap.scale)
+    return prior._replace(
+        mean_prior=(jnp.asarray(prior.mean_prior) - amap.centre) / scale,
+        scale=jnp.asarray(prior.scale) / jnp.outer(scale, scale),
+    )
+
+
+def standardise_sites(sites: dict, amap: AffineMap) -> dict:
+    """Site values (``to_sites``) in standardised coordinates (batch axes kept)."""
+    return _map_sites(sites, amap, forward=True)
+
+
+def unstandardise_sites(sites: dict, amap: AffineMap) -> dict:
+    """Site values (or draws with leading axes) back in the data's units."""
+    return _map_sites(sites, amap, forward=False)
+
+
+def _map_sites(sites: dict, amap: AffineMap, forward: bool) -> dict:
+    scale = np.asarray(amap.scale)
+    centre = np.asarray(amap.centre)
+    out = dict(sites)
+    if "means" in sites:
+        means = np.asarray(sites["means"])
+        out["means"] = (means - centre) / scale if forward else centre + scale * means
+    factor = np.outer(scale, scale)
+    for name in ("covariances", "covariance"):
+        if name in sites:
+            value = np.asarray(sites[name])
+            out[name] = value / factor if forward else value * factor
+    if "variances" in sites:
+        value = np.asarray(sites["variances"])
+        # (..., k, d) for "diag"; (..., k) for "spherical" (one common scale).
+        squares = scale**2 if value.shape[-1:] == scale.shape else scale[0] ** 2
+        out["variances"] = value / squares if forward else value * squares
+    return out

@@ -35,6 +35,9 @@ from latentmix.data.validation import (
 )
 
 __all__ = [
+    "WeightsMap",
+    "standardising_map",
+    "whitening_map",
     "GaussianPosterior",
     "HYPERPRIOR_CONCENTRATION",
     "HYPERPRIOR_RATE",
@@ -91,14 +94,83 @@ def gaussian_features(x, centers, width) -> jax.Array:
     return jnp.concatenate([jnp.ones_like(x)[:, None], bumps], axis=1)
 
 
-def model(X, y=None, *, prior_precision=None, noise_precision=None):
+class WeightsMap(NamedTuple):
+    """Standardised coordinates of the weights: w_std = matrix @ w + offset.
+
+    ``standardising_map`` builds the map that standardising the columns of X
+    and the target y induces on w (see there).
+    """
+
+    matrix: jax.Array  # (p, p), invertible
+    offset: jax.Array  # (p,)
+
+
+def standardising_map(X, y) -> WeightsMap:
+    """The map w -> w_std under which X and y are standardised.
+
+    With x'_j = (x_j - m_j) / s_j for every non-constant column and
+    y' = (y - m_y) / s_y, the fitted values match, X' w_std = (X w - m_y) / s_y,
+    for w_std_j = s_j w_j / s_y and, on a constant column of value v (the
+    intercept), w_std_0 = (v w_0 + sum_j m_j w_j - m_y) / s_y. Without a
+    constant column nothing can absorb a shift: columns and target are scaled
+    by their root mean square, not centred. Every coordinate of w_std is then
+    O(1) in posterior sds, whatever the units of the columns.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    num_predictors = X.shape[1]
+    constant = np.all(X == X[:1], axis=0) & (X[0] != 0)
+    intercept = int(np.flatnonzero(constant)[0]) if constant.any() else None
+    if intercept is None:
+        centres, y_centre = np.zeros(num_predictors), 0.0
+        scales = np.sqrt(np.mean(X**2, axis=0))
+        y_scale = float(np.sqrt(np.mean(y**2)))
+    else:
+        centres, y_centre = X.mean(axis=0), float(y.mean())
+        scales, y_scale = X.std(axis=0), float(y.std())
+    y_scale = y_scale if y_scale > 0 else 1.0
+    scales = np.where(scales > 0, scales, np.abs(X[0]))
+    scales = np.where(scales > 0, scales, 1.0)
+    matrix = np.diag(scales) / y_scale
+    offset = np.zeros(num_predictors)
+    if intercept is not None:
+        row = centres / y_scale
+        row[intercept] = X[0, intercept] / y_scale
+        row[constant & (np.arange(num_predictors) != intercept)] = 0.0
+        matrix[intercept] = row
+        offset[intercept] = -y_centre / y_scale
+    return WeightsMap(matrix, offset)
+
+
+def whitening_map(X, prior_precision, noise_precision) -> WeightsMap:
+    """The map w -> L^T w with L L^T = alpha I + beta X^T X, the posterior precision.
+
+    With the precisions fixed the posterior of L^T w is N(L^T m, I): every
+    direction has unit sd, however correlated the columns are (an optimiser's
+    preconditioner; ``inference.posterior.linear_regression`` runs VI there).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    precision = noise_precision * X.T @ X + prior_precision * np.eye(X.shape[1])
+    chol = np.linalg.cholesky(precision)
+    return WeightsMap(chol.T, np.zeros(X.shape[1]))
+
+
+def model(X, y=None, *, prior_precision=None, noise_precision=None,
+          weights_map: WeightsMap | None = None):
     """NumPyro model of Bayesian linear regression.
 
     w ~ N(0, prior_precision^-1 I), y ~ N(X w, noise_precision^-1). A precision left
     as None is a latent site with a Gamma(HYPERPRIOR_CONCENTRATION, HYPERPRIOR_RATE)
     hyperprior; a given precision is a fixed constant.
 
-    Sites: "prior_precision" and "noise_precision" (when sampled), "w" (p,), "y" (n,).
+    ``weights_map`` (``standardising_map(X, y)``) samples the weights in
+    standardised coordinates, w_std = A w + c ~ N(c, prior_precision^-1 A A^T),
+    and records w = A^-1 (w_std - c) as a deterministic site: the same model
+    (an affine reparametrisation has a constant Jacobian), whose posterior
+    NUTS, MAP and VI then explore in O(1) coordinates whatever the units.
+
+    Sites: "prior_precision" and "noise_precision" (when sampled), "w" (p,)
+    (deterministic "w" after a sampled "w_std" with ``weights_map``), "y" (n,).
     """
     X = jnp.asarray(X)
     num_predictors = X.shape[1]
@@ -108,9 +180,17 @@ def model(X, y=None, *, prior_precision=None, noise_precision=None):
     if noise_precision is None:
         noise_precision = numpyro.sample("noise_precision", hyperprior)
     prior_scale = 1.0 / jnp.sqrt(prior_precision)
-    w = numpyro.sample(
-        "w", dist.Normal(jnp.zeros(num_predictors), prior_scale).to_event(1)
-    )
+    if weights_map is None:
+        w = numpyro.sample(
+            "w", dist.Normal(jnp.zeros(num_predictors), prior_scale).to_event(1)
+        )
+    else:
+        matrix = jnp.asarray(weights_map.matrix, X.dtype)
+        offset = jnp.asarray(weights_map.offset, X.dtype)
+        scale_tril = jnp.linalg.cholesky(matrix @ matrix.T) * prior_scale
+        w_std = numpyro.sample(
+            "w_std", dist.MultivariateNormal(offset, scale_tril=scale_tril))
+        w = numpyro.deterministic("w", jnp.linalg.solve(matrix, w_std - offset))
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Normal(X @ w, 1.0 / jnp.sqrt(noise_precision)), obs=y)
 

@@ -13,6 +13,9 @@ error source of the method (README, "Gaussian mixture"):
   NUTS     relabelled against the EM fit: R-hat, ESS and divergences, and the
            EM estimate inside every 94% HDI (``crosscheck.mixtures``);
   VI       mean-field means vs the NUTS means.
+
+MAP, VI and NUTS run in standardised coordinates (``inference.posterior``):
+none of them depends on the units of the columns.
 """
 
 import warnings
@@ -36,9 +39,8 @@ from latentmix.inference.crosscheck.table import (
 )
 from latentmix.inference.em import fit_gaussian_mixture, fit_gaussian_mixture_restarts
 from latentmix.inference.em.driver import ConvergenceWarning
-from latentmix.inference.mcmc import run_nuts
+from latentmix.inference.posterior.gaussian_mixture import gmm_map, gmm_nuts, gmm_vi
 from latentmix.inference.selection import gmm_bic
-from latentmix.inference.svi import fit_map, fit_vi
 from latentmix.models import gaussian_mixture as gm
 
 __all__ = [
@@ -82,6 +84,7 @@ def crosscheck_gaussian_mixture(
     same_start_iters: int = 20,
     label_switching: bool = False,
     progress_fn=None,
+    callback=None,
 ) -> CrossCheck:
     """Fit a Gaussian mixture by EM, then by ``methods``, and compare.
 
@@ -103,12 +106,16 @@ def crosscheck_gaussian_mixture(
         (and check that the raw draws switch); otherwise every chain starts at
         the EM fit itself.
       progress_fn: optional callable receiving one line per step.
+      callback: passed to the chunked samplers and optimisers
+        (``inference.mcmc.run_nuts``): progress within a step, interrupts.
 
     Returns:
       ``CrossCheck``; ``fits`` holds "em" (the best EMResult), "restarts"
       (EMRestarts), "sklearn" (scikit-learn's best of num_restarts),
-      "same_start" (GMMParams of the naive start), "map_em", "map", "vi",
-      "vi_draws", "nuts" (raw draws) as run, "prior" and "seconds";
+      "same_start" (GMMParams of the naive start), "map_em", "map"
+      (SVIResult, standardised coordinates) and "map_sites" (the MAP in the
+      data's units), "vi" and "vi_draws" (data's units), "nuts" (raw draws) as
+      run, "prior" and "seconds";
       ``idata`` the relabelled NUTS draws (None without NUTS).
     """
     unknown = sorted(set(methods) - set(METHODS))
@@ -138,40 +145,30 @@ def crosscheck_gaussian_mixture(
         rows.append(_check_bic(x, em, covariance_type))
     sites = gm.to_sites(em.params, covariance_type)
     sites = {name: np.asarray(value) for name, value in sites.items()}
-    model_args = (x, num_components)
-    model_kwargs = {"covariance_type": covariance_type, "prior": prior}
+    common = {"covariance_type": covariance_type, "prior": prior}
     if "map" in methods:
         with timed_step("MAP-EM and AutoDelta MAP", progress_fn, seconds):
             fits["map_em"] = fit_map_em(x, em, prior, covariance_type)
-            fits["map"] = fit_map(
-                gm.model, *model_args, rng_key=keys["map"], num_steps=map_steps,
-                learning_rate=1e-2, final_lr_ratio=1e-3,
-                init_params=gm.to_sites(fits["map_em"].params, covariance_type),
-                **model_kwargs)
+            fits["map"], fits["map_sites"] = gmm_map(
+                x, num_components, init=fits["map_em"].params, rng_key=keys["map"],
+                num_steps=map_steps, callback=callback, **common)
+    idata = None
     if "nuts" in methods:
         with timed_step("NUTS", progress_fn, seconds):
             starts = permuted_starts(sites, num_chains, label_switching)
-            fits["nuts"] = run_nuts(
-                gm.model, *model_args, rng_key=keys["nuts"], num_chains=num_chains,
-                num_warmup=num_warmup, num_samples=num_samples,
-                init_params=starts if num_chains > 1 else starts[0],
-                **model_kwargs)
+            fits["nuts"] = gmm_nuts(
+                x, num_components, init=starts, rng_key=keys["nuts"],
+                num_chains=num_chains, num_warmup=num_warmup,
+                num_samples=num_samples, callback=callback, **common)
             idata = relabelled_nuts(fits["nuts"], em.params)
-    else:
-        idata = None
     if "vi" in methods:
         with timed_step("VI (mean-field)", progress_fn, seconds):
-            key_fit, key_draws = jax.random.split(keys["vi"])
-            fits["vi"] = fit_vi(gm.model, *model_args, rng_key=key_fit,
-                                guide="normal", num_steps=vi_steps, num_particles=1,
-                                init_params=sites, **model_kwargs)
-            draws = fits["vi"].guide.sample_posterior(
-                key_draws, fits["vi"].guide_params, sample_shape=(vi_draws,))
-            fits["vi_draws"] = {name: np.asarray(value)
-                                for name, value in draws.items()}
+            fits["vi"], fits["vi_draws"] = gmm_vi(
+                x, num_components, init=em.params, rng_key=keys["vi"],
+                num_steps=vi_steps, num_draws=vi_draws, callback=callback, **common)
     if "map" in methods:
-        rows.append(_check_map(fits, idata, covariance_type, model_args,
-                               model_kwargs))
+        rows.append(_check_map(fits, idata, covariance_type, x, num_components,
+                               prior))
     if idata is not None:
         rows += nuts_rows(sites, fits["nuts"], idata,
                           label_switching=label_switching)
@@ -311,20 +308,20 @@ def fit_map_em(x, em, prior, covariance_type):
                                 reg_covar=0.0, tol=1e-13, max_iters=5000)
 
 
-def _check_map(fits, idata, covariance_type, model_args, model_kwargs):
+def _check_map(fits, idata, covariance_type, x, num_components, prior):
     """Largest |AutoDelta - MAP-EM| in units of the posterior sd.
 
-    Adam's step at the end of its schedule is lr * final_lr_ratio = 1e-5 in the
-    unconstrained coordinates, so it settles within ~1e-6 of the mode (measured
-    ~1e-7 sd). A real disagreement, e.g. a mode of the density with the Jacobian
-    of the transforms, lies O(1/sqrt(n)) sd away: 1e-3 sd separates them. The
+    Adam and then BFGS settle within ~1e-6 sd of the mode (``fit_map``). A real
+    disagreement, e.g. a mode of the density with the Jacobian of the
+    transforms, lies O(1/sqrt(n)) sd away: 1e-3 sd separates them. The
     posterior sd comes from the NUTS draws, else from the VI draws; without
     either, the log joint densities at both optima are compared.
     """
-    map_em, map_fit = fits["map_em"], fits["map"]
+    map_em, map_sites = fits["map_em"], fits["map_sites"]
     sites = gm.to_sites(map_em.params, covariance_type)
     note = (f"MAP-EM {int(map_em.num_iters)} iterations, "
-            f"converged={bool(map_em.converged)}")
+            f"converged={bool(map_em.converged)}; {fits['map'].note} "
+            f"{fits['map'].criterion:.2g}")
     reference = "fit_map on models.gaussian_mixture.model, same prior"
     if idata is not None or "vi_draws" in fits:
         if idata is not None:
@@ -334,7 +331,7 @@ def _check_map(fits, idata, covariance_type, model_args, model_kwargs):
         else:
             sd = {name: np.asarray(fits["vi_draws"][name]).std(axis=0)
                   for name in sites}
-        diff = max(float(np.max(np.abs(np.asarray(map_fit.params[name])
+        diff = max(float(np.max(np.abs(np.asarray(map_sites[name])
                                        - np.asarray(value)) / sd[name]))
                    for name, value in sites.items())
         return check_row("MAP-EM vs AutoDelta MAP", "MAP", reference, diff,
@@ -342,9 +339,11 @@ def _check_map(fits, idata, covariance_type, model_args, model_kwargs):
     from numpyro.infer.util import log_density
 
     def log_joint(values):
-        return float(log_density(gm.model, model_args, model_kwargs, values)[0])
+        return float(log_density(gm.model, (x, num_components),
+                                 {"covariance_type": covariance_type,
+                                  "prior": prior}, values)[0])
 
-    ours = log_joint({name: np.asarray(v) for name, v in map_fit.params.items()})
+    ours = log_joint({name: np.asarray(v) for name, v in map_sites.items()})
     theirs = log_joint({name: np.asarray(v) for name, v in sites.items()})
     diff = abs(ours - theirs) / abs(theirs)
     return check_row("MAP-EM vs AutoDelta MAP", "MAP", reference, diff,

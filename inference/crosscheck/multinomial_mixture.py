@@ -36,8 +36,11 @@ from latentmix.inference.crosscheck.table import (
     timed_step,
 )
 from latentmix.inference.em import fit_multinomial_mixture
-from latentmix.inference.mcmc import run_nuts
-from latentmix.inference.svi import fit_map, fit_vi
+from latentmix.inference.posterior.multinomial_mixture import (
+    multinomial_map,
+    multinomial_nuts,
+    multinomial_vi,
+)
 from latentmix.models import multinomial_mixture as mm
 
 __all__ = [
@@ -77,6 +80,7 @@ def crosscheck_multinomial_mixture(
     vi_draws: int = 4000,
     label_switching: bool = False,
     progress_fn=None,
+    callback=None,
 ) -> CrossCheck:
     """Fit a mixture of multinomials by EM, then by ``methods``, and compare.
 
@@ -96,6 +100,8 @@ def crosscheck_multinomial_mixture(
       label_switching: start NUTS chains in rolled labellings of the EM fit (and
         check that the raw draws switch).
       progress_fn: optional callable receiving one line per step.
+      callback: passed to the chunked samplers and optimisers (progress within
+        a step, interrupts; ``inference.mcmc.run_nuts``).
 
     Returns:
       ``CrossCheck``; ``fits`` holds "em", "map", "vi", "vi_draws", "nuts" (raw
@@ -121,40 +127,29 @@ def crosscheck_multinomial_mixture(
                                      max_iters=max_iters, prior=prior,
                                      rng_key=keys["em"])
     fits["em"] = em
-    dense = counts.toarray() if scipy.sparse.issparse(counts) else np.asarray(counts)
-    dense = dense.astype(np.float64)
-    rows = [check_against_scipy(em.params, dense, codes), check_monotone(em)]
+    rows = [check_against_scipy(em.params, counts, codes), check_monotone(em)]
     sites = _em_sites(em.params, codes)
     reference = mm.MultinomialMixtureParams(sites["weights"], sites["probs"])
-    model_args = (dense, num_components)
-    model_kwargs = {"prior": prior}
-    if codes is not None:
-        model_kwargs["groups"] = codes
+    common = {"prior": prior, "groups": codes, "callback": callback}
     if "map" in methods:
         with timed_step("AutoDelta MAP", progress_fn, seconds):
-            fits["map"] = fit_map(mm.model, *model_args, rng_key=keys["map"],
-                                  num_steps=map_steps, init_params=sites,
-                                  **model_kwargs)
+            fits["map"] = multinomial_map(counts, num_components, init=sites,
+                                          rng_key=keys["map"], num_steps=map_steps,
+                                          **common)
     idata = None
     if "nuts" in methods:
         with timed_step("NUTS", progress_fn, seconds):
-            starts = permuted_starts(sites, num_chains, label_switching)
-            fits["nuts"] = run_nuts(
-                mm.model, *model_args, rng_key=keys["nuts"], num_chains=num_chains,
-                num_warmup=num_warmup, num_samples=num_samples,
-                init_params=starts if num_chains > 1 else starts[0],
-                **model_kwargs)
+            fits["nuts"] = multinomial_nuts(
+                counts, num_components,
+                init=permuted_starts(sites, num_chains, label_switching),
+                rng_key=keys["nuts"], num_chains=num_chains, num_warmup=num_warmup,
+                num_samples=num_samples, **common)
             idata = relabelled_nuts(fits["nuts"], reference)
     if "vi" in methods:
         with timed_step("VI (mean-field)", progress_fn, seconds):
-            key_fit, key_draws = jax.random.split(keys["vi"])
-            fits["vi"] = fit_vi(mm.model, *model_args, rng_key=key_fit,
-                                guide="normal", num_steps=vi_steps,
-                                init_params=sites, **model_kwargs)
-            draws = fits["vi"].guide.sample_posterior(
-                key_draws, fits["vi"].guide_params, sample_shape=(vi_draws,))
-            fits["vi_draws"] = {name: np.asarray(value)
-                                for name, value in draws.items()}
+            fits["vi"], fits["vi_draws"] = multinomial_vi(
+                counts, num_components, init=sites, rng_key=keys["vi"],
+                num_steps=vi_steps, num_draws=vi_draws, **common)
     if "map" in methods:
         rows.append(_check_map(fits, idata, sites))
     # Grouped: EM's free group weights (no pooling) are not the hierarchical
