@@ -32,6 +32,8 @@ from latentmix.inference.em import (
     fit_gaussian_mixture_restarts,
 )
 from latentmix.inference.em import gaussian_mixture as em
+from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
+from latentmix.inference.em.gaussian_mixture.steps import second_moment
 from latentmix.models import gaussian_mixture as gm
 from latentmix.models.gaussian_mixture import GMMParams
 
@@ -390,18 +392,18 @@ def test_best_restart_is_at_least_every_restart_and_reproducible():
 def test_no_recompilation_for_new_values_of_the_same_shapes():
     x = blobs(5)
     fit_gaussian_mixture(x, 3, rng_key=jax.random.key(0), max_iters=MAX_ITERS)
-    size = em._fit._cache_size()
+    size = run_restarts._cache_size()
     fit_gaussian_mixture(
         blobs(6), 3, rng_key=jax.random.key(1), tol=1e-5, reg_covar=1e-4,
         max_iters=MAX_ITERS,
     )
-    assert em._fit._cache_size() == size
+    assert run_restarts._cache_size() == size
     # A prior is a different program, but its values are traced too.
     for concentration in (1.0, 2.0):
         prior = gm.default_prior(x, 3)._replace(weight_concentration=concentration)
         fit_gaussian_mixture(x, 3, rng_key=jax.random.key(0), prior=prior,
                              init="random_from_data", max_iters=MAX_ITERS)
-    assert em._fit._cache_size() == size + 1
+    assert run_restarts._cache_size() == size + 1
 
 
 def test_map_em_needs_concentration_at_least_one():
@@ -649,7 +651,7 @@ def test_statistics_equal_direct_sums(covariance_type, route):
     if route == "none":
         products = None
     elif covariance_type == "tied":
-        products = em._second_moment(jnp.asarray(x), weights)
+        products = second_moment(jnp.asarray(x), weights)
     else:
         products = em.row_products(jnp.asarray(x), covariance_type)
     stats = em.statistics(params, jnp.asarray(x), weights, covariance_type,
