@@ -196,6 +196,18 @@ def test_chunked_fit_samples_its_starts_on_large_data(monkeypatch):
                                sklearn.score(x), atol=1e-6)
 
 
+def test_chunked_fit_stops_on_the_relative_tolerance_as_in_memory():
+    """rtol reaches the chunked loop: with tol=0 both fits stop on
+    rtol |objective| after the same number of iterations."""
+    x = clusters(600)
+    start = fit(x, max_iters=1).params
+    options = dict(init=start, tol=0.0, rtol=1e-9, max_iters=300)
+    in_memory = fit(x, **options)
+    chunked_fit = fit(chunks_from_array(x, 128), **options)
+    assert bool(in_memory.converged) and int(in_memory.num_iters) < 300
+    assert_same_fit(in_memory, chunked_fit)
+
+
 def test_chunked_fit_compiles_once_per_chunk_shape():
     x = clusters(512)
     fit(chunks_from_array(x, 64), max_iters=3)
