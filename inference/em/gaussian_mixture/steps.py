@@ -264,8 +264,10 @@ def m_step_from_statistics(
 
     xbar_c = s_c + sums_c / N_c; the weights and means (``_weights_and_means``)
     are common to every covariance type, whose update is one function of
-    ``_COVARIANCE_UPDATES``. Around it, once: ``reg_covar`` is added to every
-    variance (scikit-learn's floor), a variance the statistics do not resolve
+    ``_COVARIANCE_UPDATES`` (matrices, or the variances of "diag" and
+    "spherical"). Around it, once: ``reg_covar`` is added to every variance
+    (scikit-learn's floor; ``_with_floor`` also expands variances to diagonal
+    matrices), a variance the statistics do not resolve
     turns the covariance NaN (``_mark_unresolved``; "tied" is the data's
     scatter and never collapses), and ``active`` (k,) masks the padding
     components of a one-program sweep: they keep weight 0, mean 0 and the
