@@ -35,8 +35,11 @@ from jax.scipy.special import xlogy
 
 from latentmix.data.validation import check_int, check_matrix
 from latentmix.inference.em.driver import EMResult
-from latentmix.inference.em.gaussian_mixture import e_step, fit_gaussian_mixture
-from latentmix.inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
+from latentmix.inference.em.gaussian_mixture import (
+    e_step,
+    fit_gaussian_mixture,
+    fit_gaussian_mixture_sweep,
+)
 from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_sweep,

@@ -64,6 +64,7 @@ __all__ = [
     "check_prior",
     "component_log_prob",
     "default_prior",
+    "diagonal_variances",
     "from_sites",
     "log_likelihood",
     "log_prior",
@@ -202,7 +203,7 @@ def map_components(batch_fn, xs, elements_per_component: int, out_axis: int = 0)
     return jax.lax.slice_in_dim(out, 0, num_components, axis=out_axis)
 
 
-def _variances(params: GMMParams, covariance_type: str) -> jax.Array:
+def diagonal_variances(params: GMMParams, covariance_type: str) -> jax.Array:
     """Per-component, per-feature variances (k, d) of a diagonal/spherical type."""
     diagonal = jnp.diagonal(params.covariances, axis1=-2, axis2=-1)
     if covariance_type == "spherical":
@@ -259,7 +260,7 @@ def component_log_prob(params: GMMParams, x, covariance_type: str = "full"):
             0.0,
         )
     else:
-        variances = _variances(params, covariance_type)
+        variances = diagonal_variances(params, covariance_type)
         half_log_det = 0.5 * jnp.sum(jnp.log(variances), axis=-1)
         squared = _expanded_squares(x * x, x, 1.0 / variances, means)
     return -0.5 * (num_features * math.log(2.0 * math.pi) + squared) - half_log_det
@@ -474,7 +475,7 @@ def log_prior(params: GMMParams, prior: GMMPrior, covariance_type: str = "full")
         log_cov = jnp.sum(_log_inverse_wishart(matrices, nu, prior.scale))
         log_means = _log_mean_prior(params.means, params.covariances, m0, kappa0)
         return log_dirichlet + log_cov + log_means
-    variances = _variances(params, covariance_type)
+    variances = diagonal_variances(params, covariance_type)
     if covariance_type == "diag":
         log_var = jnp.sum(
             _log_inverse_gamma(variances, 0.5 * nu, 0.5 * jnp.diagonal(prior.scale))

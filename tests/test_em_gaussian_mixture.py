@@ -32,6 +32,9 @@ from latentmix.inference.em import (
     fit_gaussian_mixture_restarts,
 )
 from latentmix.inference.em import gaussian_mixture as em
+from latentmix.inference.em.driver import AllRestartsFailedError
+from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
+from latentmix.inference.em.gaussian_mixture.steps import second_moment
 from latentmix.models import gaussian_mixture as gm
 from latentmix.models.gaussian_mixture import GMMParams
 
@@ -390,18 +393,40 @@ def test_best_restart_is_at_least_every_restart_and_reproducible():
 def test_no_recompilation_for_new_values_of_the_same_shapes():
     x = blobs(5)
     fit_gaussian_mixture(x, 3, rng_key=jax.random.key(0), max_iters=MAX_ITERS)
-    size = em._fit._cache_size()
+    size = run_restarts._cache_size()
     fit_gaussian_mixture(
         blobs(6), 3, rng_key=jax.random.key(1), tol=1e-5, reg_covar=1e-4,
         max_iters=MAX_ITERS,
     )
-    assert em._fit._cache_size() == size
+    assert run_restarts._cache_size() == size
     # A prior is a different program, but its values are traced too.
     for concentration in (1.0, 2.0):
         prior = gm.default_prior(x, 3)._replace(weight_concentration=concentration)
         fit_gaussian_mixture(x, 3, rng_key=jax.random.key(0), prior=prior,
                              init="random_from_data", max_iters=MAX_ITERS)
-    assert em._fit._cache_size() == size + 1
+    assert run_restarts._cache_size() == size + 1
+
+
+def test_relative_tolerance_stops_where_tol_zero_runs_max_iters():
+    """tol=0 alone never stops before max_iters; rtol > 0 stops once
+    |trace[t] - trace[t-1]| < rtol |trace[t]| (the driver's rule), converged,
+    after the very same iterations (rtol is traced: the same program)."""
+    x = blobs(0)
+    options = dict(rng_key=jax.random.key(0), tol=0.0, max_iters=MAX_ITERS)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        absolute = fit_gaussian_mixture(x, 3, **options)
+    size = run_restarts._cache_size()
+    relative = fit_gaussian_mixture(x, 3, rtol=1e-6, **options)
+    assert run_restarts._cache_size() == size
+    assert int(absolute.num_iters) == MAX_ITERS and not bool(absolute.converged)
+    assert bool(relative.converged)
+    stop = int(relative.num_iters)
+    assert 2 <= stop < MAX_ITERS
+    trace = np.asarray(relative.trace)
+    assert abs(trace[stop - 1] - trace[stop - 2]) < 1e-6 * abs(trace[stop - 1])
+    np.testing.assert_array_equal(trace[:stop], np.asarray(absolute.trace)[:stop])
+    with pytest.raises(ValueError, match="rtol"):
+        fit_gaussian_mixture(x, 3, rtol=-1.0, **options)
 
 
 def test_map_em_needs_concentration_at_least_one():
@@ -468,6 +493,19 @@ def test_a_failing_restart_is_discarded_and_never_converged():
                                atol=1e-12)
     with pytest.raises(FloatingPointError, match="reg_covar"):
         fit_gaussian_mixture(x, 3, init=collapsing, reg_covar=0.0, max_iters=MAX_ITERS)
+
+
+def test_all_restarts_failing_raises_the_drivers_error():
+    """The one failure of every mixture fit: AllRestartsFailedError (still a
+    FloatingPointError), whose message names the cause and the fixes."""
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    x = np.repeat(points, NUM_ROWS // 3, axis=0)
+    collapsing = GMMParams(np.full(3, 1 / 3), points, np.stack([0.01 * np.eye(2)] * 3))
+    with pytest.raises(AllRestartsFailedError, match="singular") as raised:
+        fit_gaussian_mixture(x, 3, init=collapsing, reg_covar=0.0, max_iters=MAX_ITERS)
+    assert type(raised.value) is AllRestartsFailedError
+    assert isinstance(raised.value, FloatingPointError)
+    assert "reg_covar (now 0.0)" in str(raised.value)
 
 
 def test_fewer_distinct_rows_than_components_warns_and_reseeds():
@@ -649,7 +687,7 @@ def test_statistics_equal_direct_sums(covariance_type, route):
     if route == "none":
         products = None
     elif covariance_type == "tied":
-        products = em._second_moment(jnp.asarray(x), weights)
+        products = second_moment(jnp.asarray(x), weights)
     else:
         products = em.row_products(jnp.asarray(x), covariance_type)
     stats = em.statistics(params, jnp.asarray(x), weights, covariance_type,

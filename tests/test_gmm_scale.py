@@ -22,8 +22,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 import latentmix.inference.em.gaussian_mixture as em
-import latentmix.inference.em.gaussian_mixture_streaming as streaming
-import latentmix.inference.em.gaussian_mixture_sweep as sweep_module
+import latentmix.inference.em.gaussian_mixture.chunked as chunked_module
 from latentmix.data.chunks import (
     chunks_from_array,
     chunks_from_factory,
@@ -32,7 +31,10 @@ from latentmix.data.chunks import (
 )
 from latentmix.data.validation import DataWarning
 from latentmix.inference.em import fit_gaussian_mixture, fit_gaussian_mixture_sweep
+from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
+from latentmix.inference.em.gaussian_mixture.sweep import run_sweep
 from latentmix.inference.selection import select_num_components
+from latentmix.inference.sharding import check_devices, place_rows
 from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, GMMParams, default_prior
 
 PARAMS_ATOL = 1e-10
@@ -98,13 +100,13 @@ def test_sharded_fit_with_padding_rows_and_a_prior():
 def test_sharded_program_reduces_across_devices_and_is_not_recompiled():
     x = clusters()
     fit(x, devices=4)
-    size = em._fit._cache_size()
+    size = run_restarts._cache_size()
     fit(x + 1.0, devices=4, tol=1e-7)  # new values, same shapes: same program
-    assert em._fit._cache_size() == size
-    x_sharded, weights, _ = em.place_rows(x, em.check_devices(4), None)
+    assert run_restarts._cache_size() == size
+    x_sharded, weights, _ = place_rows(x, check_devices(4), None)
     keys = jax.random.split(jax.random.key(0), 1)
-    text = em._fit.lower(
-        x_sharded, weights, None, keys, 1e-3, 1e-6, None, num_components=3,
+    text = run_restarts.lower(
+        x_sharded, weights, None, keys, 1e-3, 0.0, 1e-6, None, num_components=3,
         covariance_type="full", init_method="kmeans++", max_iters=5,
     ).compile().as_text()
     # GSPMD reduces the per-device statistics with all-reduces; the only gathers
@@ -186,7 +188,7 @@ def test_chunked_fit_samples_its_starts_on_large_data(monkeypatch):
     still finds the three clusters: its log-likelihood matches scikit-learn's
     best of 3 restarts to the stopping tolerance (optimiser tolerance 1e-6
     on a mean of ~1000 terms)."""
-    monkeypatch.setattr(streaming, "INIT_SAMPLE_ROWS", 200)
+    monkeypatch.setattr(chunked_module, "INIT_SAMPLE_ROWS", 200)
     x = clusters(1000)
     chunked = fit(chunks_from_array(x, 100), num_restarts=3, tol=1e-8)
     sklearn = GaussianMixture(3, n_init=3, tol=1e-8, random_state=0).fit(x)
@@ -194,12 +196,24 @@ def test_chunked_fit_samples_its_starts_on_large_data(monkeypatch):
                                sklearn.score(x), atol=1e-6)
 
 
+def test_chunked_fit_stops_on_the_relative_tolerance_as_in_memory():
+    """rtol reaches the chunked loop: with tol=0 both fits stop on
+    rtol |objective| after the same number of iterations."""
+    x = clusters(600)
+    start = fit(x, max_iters=1).params
+    options = dict(init=start, tol=0.0, rtol=1e-9, max_iters=300)
+    in_memory = fit(x, **options)
+    chunked_fit = fit(chunks_from_array(x, 128), **options)
+    assert bool(in_memory.converged) and int(in_memory.num_iters) < 300
+    assert_same_fit(in_memory, chunked_fit)
+
+
 def test_chunked_fit_compiles_once_per_chunk_shape():
     x = clusters(512)
     fit(chunks_from_array(x, 64), max_iters=3)
-    size = streaming._chunk_statistics._cache_size()
+    size = chunked_module.chunk_statistics._cache_size()
     fit(chunks_from_array(x * 2.0, 64), max_iters=3)
-    assert streaming._chunk_statistics._cache_size() == size
+    assert chunked_module.chunk_statistics._cache_size() == size
 
 
 def test_bad_chunks_name_the_chunk_and_the_row():
@@ -271,9 +285,9 @@ def test_sweep_equals_separate_fits(covariance_type, init):
 def test_sweep_is_one_program_and_refuses_what_padding_cannot_do():
     x = clusters(200)
     fit_gaussian_mixture_sweep(x, [1, 2, 3], rng_key=jax.random.key(0))
-    size = sweep_module._sweep._cache_size()
+    size = run_sweep._cache_size()
     fit_gaussian_mixture_sweep(x * 3.0, [3, 1, 2], rng_key=jax.random.key(1))
-    assert sweep_module._sweep._cache_size() == size
+    assert run_sweep._cache_size() == size
     with pytest.raises(ValueError, match="init must be"):
         fit_gaussian_mixture_sweep(x, [1, 2], init=GMMParams(*fit(x).params),
                                    rng_key=jax.random.key(0))

@@ -15,8 +15,8 @@ from latentmix.inference.em.gaussian_mixture import (
     GMMRestarts,
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
+    fit_gaussian_mixture_sweep,
 )
-from latentmix.inference.em.gaussian_mixture_sweep import fit_gaussian_mixture_sweep
 from latentmix.inference.em.linear_regression import (
     LinearRegressionParams,
     fit_linear_regression,
