@@ -1,19 +1,31 @@
-"""EM fitters: the generic driver and one module per model.
+"""EM fitters: the generic driver and one subpackage (or module) per model.
 
-Public: ``EMResult``, ``ConvergenceWarning``, ``fit_linear_regression``,
-``fit_gaussian_mixture`` (with ``GMMPrior`` for MAP-EM; rows sharded over
-``devices``, or out of core from a ``data.chunks.ChunkedRows``),
-``fit_gaussian_mixture_sweep`` (a K sweep in one compiled program),
-``fit_multinomial_mixture`` (with ``MultinomialMixturePrior`` for MAP-EM; also
-out of core from a ``data.chunks.ChunkedRows``) and
-``fit_multinomial_mixture_sweep`` (a K sweep in one compiled program).
+One contract for both mixtures (``gaussian_mixture``, ``multinomial_mixture``):
+``fit_<model>(data, num_components, *, init, num_restarts, max_iters, tol, rtol,
+prior, rng_key, devices, screen_iters, ...)`` returns the best restart's
+``EMResult`` and raises ``AllRestartsFailedError`` (a FloatingPointError) when
+every restart fails; ``fit_<model>_restarts`` returns every restart
+(``EMRestarts``); ``fit_<model>_chunked`` fits rows streamed from a
+``data.chunks.ChunkedRows`` (``fit_<model>`` also accepts one); and
+``fit_<model>_sweep`` fits a list of K in one compiled program. Defaults differ
+where the models' users expect them to: the GMM's are scikit-learn's
+(max_iters=100, tol=1e-3), the multinomial's the tutorial's reference protocol
+made absolute (max_iters=1000, tol=1e-6 nats per basket; its package docstring
+says why). ``fit_linear_regression`` fits the evidence's two precisions.
 """
 
-from latentmix.inference.em.driver import ConvergenceWarning, EMResult, run_em
+from latentmix.inference.em.driver import (
+    AllRestartsFailedError,
+    ConvergenceWarning,
+    EMRestarts,
+    EMResult,
+    run_em,
+)
 from latentmix.inference.em.gaussian_mixture import (
     GMMPrior,
     GMMRestarts,
     fit_gaussian_mixture,
+    fit_gaussian_mixture_chunked,
     fit_gaussian_mixture_restarts,
     fit_gaussian_mixture_sweep,
 )
@@ -33,7 +45,9 @@ from latentmix.models.multinomial_mixture import (
 )
 
 __all__ = [
+    "AllRestartsFailedError",
     "ConvergenceWarning",
+    "EMRestarts",
     "EMResult",
     "GMMPrior",
     "GMMRestarts",
@@ -41,6 +55,7 @@ __all__ = [
     "MultinomialMixtureParams",
     "MultinomialMixturePrior",
     "fit_gaussian_mixture",
+    "fit_gaussian_mixture_chunked",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
     "fit_linear_regression",

@@ -6,6 +6,8 @@ Map of the package, in reading order (each module imports only those below it):
                the fit) and ``fit_gaussian_mixture_restarts`` (every restart);
   chunked.py   ``fit_gaussian_mixture_chunked``: out of core, every iteration
                streams a ``data.chunks.ChunkedRows``;
+  outcome.py   the best restart of a fit and the warnings about it (shared by
+               fit.py and chunked.py);
   sweep.py     ``fit_gaussian_mixture_sweep``: a whole K sweep as one program;
   restarts.py  the jitted core: the problem every restart shares (centred data,
                per-row products), one restart (start, ``driver.run_em``,

@@ -34,6 +34,7 @@ import numpy as np
 from latentmix.data.chunks import ChunkedRows
 from latentmix.inference.em.driver import (
     EMRestarts,
+    EMResult,
     advance_restarts,
     collect_restarts,
     initial_carry,
@@ -45,6 +46,7 @@ from latentmix.inference.em.gaussian_mixture.checks import (
     check_options,
     prepare_prior,
 )
+from latentmix.inference.em.gaussian_mixture.outcome import best_fit
 from latentmix.inference.em.gaussian_mixture.restarts import finished_result
 from latentmix.inference.em.gaussian_mixture.starts import initial_params
 from latentmix.inference.em.gaussian_mixture.steps import (
@@ -58,7 +60,12 @@ from latentmix.inference.em.gaussian_mixture.steps import (
 from latentmix.inference.sharding import check_devices, padded_rows, place_rows
 from latentmix.models.gaussian_mixture import GMMPrior, log_prior
 
-__all__ = ["INIT_SAMPLE_ROWS", "chunk_statistics", "fit_gaussian_mixture_chunked"]
+__all__ = [
+    "INIT_SAMPLE_ROWS",
+    "chunk_statistics",
+    "chunked_restarts",
+    "fit_gaussian_mixture_chunked",
+]
 
 # k-means++ and Lloyd need the rows in memory: they run on a uniform sample of
 # this many rows (a start only needs to land in the right basins).
@@ -79,14 +86,39 @@ def fit_gaussian_mixture_chunked(
     prior: GMMPrior | None = None,
     rng_key=None,
     devices=None,
-) -> tuple[EMRestarts, np.ndarray]:
-    """Every restart of ``fit_gaussian_mixture`` on rows read chunk by chunk.
+) -> EMResult:
+    """``fit_gaussian_mixture`` on rows read chunk by chunk (out of core).
 
     Arguments as ``fit_gaussian_mixture``; ``source`` is a
     ``data.chunks.ChunkedRows`` (a .npy read in chunks, parquet record batches,
-    a chunk factory), read 3 + (iterations) times. ``fit_gaussian_mixture`` and
-    ``fit_gaussian_mixture_restarts`` call this for a ChunkedRows (and add the
-    warnings about the fit).
+    a chunk factory), read 3 + (iterations) times. ``fit_gaussian_mixture``
+    given a ChunkedRows gives the same result. Returns the best restart's
+    EMResult; raises ``AllRestartsFailedError`` as ``fit_gaussian_mixture``.
+    """
+    restarts, varying = chunked_restarts(
+        source, num_components, covariance_type=covariance_type, init=init,
+        num_restarts=num_restarts, max_iters=max_iters, tol=tol, rtol=rtol,
+        reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices)
+    return best_fit(restarts, varying, covariance_type=covariance_type,
+                    reg_covar=reg_covar, max_iters=max_iters, tol=tol, rtol=rtol)
+
+
+def chunked_restarts(
+    source: ChunkedRows,
+    num_components: int,
+    *,
+    covariance_type: str = "full",
+    init="kmeans++",
+    num_restarts: int = 1,
+    max_iters: int = 100,
+    tol: float = 1e-3,
+    rtol: float = 0.0,
+    reg_covar: float = 1e-6,
+    prior: GMMPrior | None = None,
+    rng_key=None,
+    devices=None,
+) -> tuple[EMRestarts, np.ndarray]:
+    """Every restart on rows read chunk by chunk, nothing raised or warned.
 
     Returns:
       (EMRestarts, varying): every restart (``driver.EMRestarts``; nothing is

@@ -1,24 +1,19 @@
-"""The public entry points of Gaussian-mixture EM, and the warnings about a fit.
+"""The public entry points of Gaussian-mixture EM.
 
 ``fit_gaussian_mixture`` returns the best restart (and warns about what deserves
-attention); ``fit_gaussian_mixture_restarts`` returns every restart. Both check
-their arguments (``checks``), then run the one jitted program of ``restarts``
-on rows in memory (sharded over ``devices`` if asked), or hand a
-``data.chunks.ChunkedRows`` to ``chunked.fit_gaussian_mixture_chunked``.
+attention, ``outcome.best_fit``); ``fit_gaussian_mixture_restarts`` returns
+every restart. Both check their arguments (``checks``), then run the one jitted
+program of ``restarts`` on rows in memory (sharded over ``devices`` if asked),
+or hand a ``data.chunks.ChunkedRows`` to ``chunked.chunked_restarts``.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from latentmix.data.chunks import ChunkedRows
-from latentmix.data.validation import DataWarning, warn
 from latentmix.inference.em.driver import (
-    AllRestartsFailedError,
-    ConvergenceWarning,
     EMRestarts,
     EMResult,
-    best_result,
     collect_restarts,
 )
 from latentmix.inference.em.gaussian_mixture.checks import (
@@ -28,13 +23,11 @@ from latentmix.inference.em.gaussian_mixture.checks import (
     check_screen_iters,
     prepare_prior,
 )
-from latentmix.inference.em.gaussian_mixture.chunked import (
-    fit_gaussian_mixture_chunked,
-)
+from latentmix.inference.em.gaussian_mixture.chunked import chunked_restarts
+from latentmix.inference.em.gaussian_mixture.outcome import best_fit
 from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
-from latentmix.inference.em.gaussian_mixture.steps import EMPTY_COMPONENT_COUNT
 from latentmix.inference.sharding import check_devices, place_rows
-from latentmix.models.gaussian_mixture import GMMPrior, diagonal_variances
+from latentmix.models.gaussian_mixture import GMMPrior
 
 __all__ = ["fit_gaussian_mixture", "fit_gaussian_mixture_restarts"]
 
@@ -123,19 +116,8 @@ def fit_gaussian_mixture(
         reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
         screen_iters=screen_iters,
     )
-    try:
-        best = best_result(restarts)
-    except AllRestartsFailedError as error:
-        raise AllRestartsFailedError(
-            f"{error} (a covariance became singular). Increase reg_covar "
-            f"(now {reg_covar}), give a prior, lower num_components, or scale "
-            f"the data"
-        ) from None
-    # Constant columns were warned about already; their variance is the floor by
-    # construction and must not be reported as a collapse.
-    _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
-                    rtol, varying)
-    return best
+    return best_fit(restarts, varying, covariance_type=covariance_type,
+                    reg_covar=reg_covar, max_iters=max_iters, tol=tol, rtol=rtol)
 
 
 def fit_gaussian_mixture_restarts(
@@ -182,7 +164,7 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
                 "screen_iters=0 (each restart then streams the data once per "
                 "iteration, under vmap)"
             )
-        return fit_gaussian_mixture_chunked(
+        return chunked_restarts(
             x, num_components, covariance_type=covariance_type, init=init,
             num_restarts=num_restarts, max_iters=max_iters, tol=tol, rtol=rtol,
             reg_covar=reg_covar, prior=prior, rng_key=rng_key, devices=devices,
@@ -213,48 +195,3 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
         screen_iters=screen_iters if options.num_restarts > 1 else 0,
     )
     return collect_restarts(results, num_reseeds, failed), varying
-
-
-def _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
-                    rtol, varying):
-    """Turn the per-restart diagnostics of the jitted core into warnings."""
-    num_failed = int(restarts.failed.sum())
-    if num_failed:
-        warn(
-            f"{num_failed} of {len(restarts.failed)} EM restart(s) produced a "
-            f"non-finite objective and were discarded",
-            DataWarning,
-        )
-    reseeds = int(restarts.num_reseeds[restarts.best_index])
-    if reseeds:
-        warn(
-            f"the best EM restart reseeded an empty component {reseeds} time(s) "
-            f"(total responsibility < {EMPTY_COMPONENT_COUNT}); the data may "
-            f"support fewer components",
-            DataWarning,
-        )
-    if reg_covar > 0 and varying.any():
-        params = best.params
-        if covariance_type in ("full", "tied"):
-            covariances = np.asarray(params.covariances)[:, varying][:, :, varying]
-            smallest = np.linalg.eigvalsh(covariances)[:, 0]
-        else:
-            variances = np.asarray(diagonal_variances(params, covariance_type))
-            smallest = variances[:, varying].min(axis=1)
-        collapsed = np.flatnonzero(smallest <= 10 * reg_covar).tolist()
-        if collapsed:
-            warn(
-                f"component(s) {collapsed} collapsed: a variance sits at the "
-                f"reg_covar floor ({reg_covar}), so the likelihood is inflated by "
-                f"a near-singular component. Lower num_components, increase "
-                f"reg_covar or give a prior",
-                DataWarning,
-            )
-    if max_iters > 0 and not bool(best.converged):
-        tolerance = f"tol={tol}" + (f", rtol={rtol}" if rtol else "")
-        warn(
-            f"EM did not converge in max_iters={max_iters} iterations "
-            f"({tolerance}); increase max_iters or tol, try other starts, or "
-            f"check for degenerate data",
-            ConvergenceWarning,
-        )
