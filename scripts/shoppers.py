@@ -152,7 +152,7 @@ class Settings(NamedTuple):
     num_households: int | None  # random subsample of households; None: all
     k_grid: tuple
     num_restarts: int
-    em_tol: float  # nats per basket, absolute (see README)
+    em_tol: float  # nats per basket, absolute (docs/shoppers.md)
     max_iters: int
     tutorial_k: int
     nuts_baskets: int
@@ -166,7 +166,7 @@ class Settings(NamedTuple):
     run_vi: bool
 
 
-# Measured on a 2-core CPU (README): the sweep is most of the run, and its cost
+# Measured on a 2-core CPU (docs/shoppers.md): the sweep is most of the run, and its cost
 # grows with K (K = 20 and 30 are half of it). tol = 1e-5 nats per basket is about
 # one nat of total log-likelihood per iteration, far below the BIC differences
 # between neighbouring K (hundreds of nats) and below the spread between restarts;

@@ -1,7 +1,7 @@
 """The Gaussian mixture fitted by EM, MAP-EM, MAP, VI and NUTS, and checked.
 
 Each step is compared with an independent reference, with a tolerance from the
-error source of the method (README, "Gaussian mixture"):
+error source of the method (docs/gaussian_mixture.md):
 
   EM       vs scikit-learn's GaussianMixture from the same start for the same
            iterations (float64 rounding), vs its best of the same number of
