@@ -59,6 +59,12 @@ def as_float_array(name: str, value, *, dtype=None):
         )
     if array.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize < 4:
+        raise TypeError(
+            f"{name} has dtype {array.dtype}, whose ~3 significant digits cannot "
+            f"hold a covariance or a log-likelihood (and LAPACK has no {array.dtype}"
+            f" routines); convert it with {name}.astype(np.float32) or float64"
+        )
     if dtype is None:
         dtype = array.dtype if array.dtype.kind == "f" else np.float64
     return array.astype(dtype, copy=False)

@@ -44,6 +44,7 @@ from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_sweep,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.models import multinomial_mixture
 from latentmix.models.gaussian_mixture import GMMParams, num_parameters
 
@@ -144,6 +145,7 @@ class ComponentSelection(NamedTuple):
     fits: dict
 
 
+@follows_input_precision
 def select_num_components(
     x,
     k_values,
@@ -320,6 +322,7 @@ def heldout_log_likelihood(params, counts, groups=None, *, group_labels=None):
     return jnp.sum(multinomial_mixture.log_likelihood(params, counts, groups))
 
 
+@follows_input_precision
 def select_num_components_multinomial(
     counts,
     k_values,

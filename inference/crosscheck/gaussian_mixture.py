@@ -40,6 +40,7 @@ from latentmix.inference.crosscheck.table import (
 from latentmix.inference.em import fit_gaussian_mixture, fit_gaussian_mixture_restarts
 from latentmix.inference.em.driver import ConvergenceWarning
 from latentmix.inference.posterior.gaussian_mixture import gmm_map, gmm_nuts, gmm_vi
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.selection import gmm_bic
 from latentmix.models import gaussian_mixture as gm
 
@@ -63,6 +64,7 @@ BIC_RTOL = 1e-10  # two float64 sums of n log-densities
 MAP_LOG_JOINT_RTOL = 1e-9
 
 
+@follows_input_precision
 def crosscheck_gaussian_mixture(
     x,
     num_components: int,

@@ -34,6 +34,7 @@ from sklearn.linear_model import BayesianRidge
 from latentmix.inference.crosscheck.table import (
     CrossCheck,
     check_row,
+    diagnostics_row,
     make_table,
     timed_step,
 )
@@ -45,6 +46,7 @@ from latentmix.inference.posterior.linear_regression import (
     regression_vi,
     vi_moments,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.models.linear_regression import (
     HYPERPRIOR_CONCENTRATION,
     HYPERPRIOR_RATE,
@@ -90,6 +92,7 @@ MAP_TOL = 1e-6  # deterministic strongly convex objective: optimiser precision
 Z_LIMIT = 4.0  # |z| < 4 per score: family-wise false alarms ~ 1e-3 for ~20 scores
 
 
+@follows_input_precision
 def crosscheck_linear_regression(
     X,
     y,
@@ -180,9 +183,13 @@ def crosscheck_linear_regression(
                     _check_nuts_hierarchical(problem, keys[method], sizes))
                 idata = fits[method]
         rows.append(row)
+        if method.startswith("nuts"):
+            rows.append(diagnostics_row(fits[method], list(fits[method].posterior),
+                                        method=_METHOD_NAMES[method]))
     return CrossCheck(make_table(rows), fits, idata)
 
 
+_METHOD_NAMES = {"nuts": "NUTS", "nuts_hierarchical": "NUTS (hierarchical)"}
 _LABELS = {"map": "MAP (AutoDelta)", "vi": "VI, full-rank Gaussian",
            "vi_mean_field": "VI, mean-field Gaussian",
            "nuts": "NUTS, precisions fixed",
@@ -437,7 +444,8 @@ def _nuts_scores(w, mean, sd):
 
 
 def _check_nuts(problem, rng_key, sizes):
-    """NUTS with the precisions fixed: z-scores of means and sds."""
+    """NUTS with the precisions fixed: z-scores of means and sds, and the
+    diagnostics gate (``crosscheck.table.diagnostics_row``)."""
     idata = regression_nuts(problem.X, problem.y, rng_key=rng_key, **sizes,
                             **problem.fixed)
     w = idata.posterior["w"].values

@@ -41,6 +41,7 @@ from latentmix.inference.posterior.multinomial_mixture import (
     multinomial_nuts,
     multinomial_vi,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.models import multinomial_mixture as mm
 
 __all__ = [
@@ -61,6 +62,7 @@ MONOTONE_ATOL = 1e-10
 MAP_TOL_SD = 1e-3  # optimiser precision, in posterior sds (gaussian_mixture)
 
 
+@follows_input_precision
 def crosscheck_multinomial_mixture(
     counts,
     num_components: int,

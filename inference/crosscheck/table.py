@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 
 from latentmix.data.validation import warn
+from latentmix.inference.mcmc import MIN_ESS_PER_CHAIN, RHAT_THRESHOLD, diagnostics
 
 __all__ = [
     "COLUMNS",
     "CrossCheck",
     "CrossCheckWarning",
     "check_row",
+    "diagnostics_row",
     "make_table",
     "max_abs",
     "timed_step",
@@ -113,3 +115,19 @@ def warn_failed(table: pd.DataFrame) -> None:
 def max_abs(a, b) -> float:
     """max |a - b| over all elements, as a float."""
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+def diagnostics_row(idata, names, method: str = "NUTS") -> dict:
+    """The NUTS diagnostics gate as a row: every element of ``names`` with
+    R-hat <= 1.01 and bulk/tail ESS >= 100 per chain, and no divergence."""
+    table = diagnostics(idata, var_names=list(names), warn=False)
+    divergences = int(table["divergences"].iloc[0])
+    num_chains = int(idata.posterior.sizes["chain"])
+    failing = table.index[~table["ok"]].tolist()
+    return check_row(
+        "NUTS diagnostics", method,
+        f"r_hat <= {RHAT_THRESHOLD}, bulk/tail ESS >= {MIN_ESS_PER_CHAIN} per "
+        f"chain, no divergence", len(failing), 0, "elements failing <= tol",
+        note=(f"min bulk ESS {table['ess_bulk'].min():.0f} over {num_chains} "
+              f"chains, {divergences} divergences"
+              + (f"; failing: {', '.join(failing[:8])}" if failing else "")))

@@ -28,6 +28,7 @@ from latentmix.data.validation import (
     warn,
 )
 from latentmix.inference.em.driver import ConvergenceWarning, EMResult, run_em
+from latentmix.inference.precision import follows_input_precision
 from latentmix.models.linear_regression import (
     check_regression_data,
     posterior_and_log_evidence,
@@ -77,6 +78,7 @@ def _fit(X, y, prior_precision, noise_precision, tol, max_iters):
     return EMResult(params, log_ev, num_iters, converged, trace)
 
 
+@follows_input_precision
 def fit_linear_regression(
     X,
     y,

@@ -14,19 +14,22 @@ import numpy as np
 
 from latentmix.inference.mcmc import SamplingInterrupted, run_nuts
 from latentmix.inference.posterior.sizes import use_dense_mass
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.svi import fit_map, fit_vi
 from latentmix.models import gaussian_mixture as gm
 
 __all__ = ["gmm_map", "gmm_nuts", "gmm_vi"]
 
 
+@follows_input_precision
 def gmm_map(x, num_components: int, *, covariance_type: str = "full", prior,
             init: gm.GMMParams, rng_key, num_steps: int = 2000,
             learning_rate: float = 1e-2, final_lr_ratio: float = 1e-3,
             callback=None):
     """AutoDelta MAP of the mixture from ``init``; returns (SVIResult, sites).
 
-    ``sites``: the MAP estimate as the model's sites in the data's units.
+    ``sites``: the MAP estimate as the model's sites in the data's units (also
+    the SVIResult's ``params``; its guide works in standardised coordinates).
     """
     amap, x_std, prior_std = _standardised(x, num_components, covariance_type, prior)
     start = gm.standardise_sites(_sites(init, covariance_type), amap)
@@ -35,15 +38,19 @@ def gmm_map(x, num_components: int, *, covariance_type: str = "full", prior,
                   final_lr_ratio=final_lr_ratio, init_params=start,
                   covariance_type=covariance_type, prior=prior_std,
                   callback=callback)
-    return fit, gm.unstandardise_sites(_numpy(fit.params), amap)
+    sites = gm.unstandardise_sites(_numpy(fit.params), amap)
+    return fit._replace(params=sites), sites
 
 
+@follows_input_precision
 def gmm_vi(x, num_components: int, *, covariance_type: str = "full", prior,
            init: gm.GMMParams, rng_key, num_steps: int = 1500,
            num_draws: int = 4000, num_particles: int = 1, callback=None):
     """Mean-field VI from ``init``; returns (SVIResult, draws in the data's units).
 
-    ``draws``: site -> (num_draws, ...) draws of the variational posterior.
+    ``draws``: site -> (num_draws, ...) draws of the variational posterior. The
+    SVIResult's ``params`` (the variational medians) are in the data's units;
+    its guide works in standardised coordinates.
     """
     amap, x_std, prior_std = _standardised(x, num_components, covariance_type, prior)
     key_fit, key_draws = jax.random.split(rng_key)
@@ -54,9 +61,11 @@ def gmm_vi(x, num_components: int, *, covariance_type: str = "full", prior,
                  prior=prior_std, callback=callback)
     draws = fit.guide.sample_posterior(key_draws, fit.guide_params,
                                        sample_shape=(num_draws,))
-    return fit, gm.unstandardise_sites(_numpy(draws), amap)
+    medians = gm.unstandardise_sites(_numpy(fit.params), amap)
+    return fit._replace(params=medians), gm.unstandardise_sites(_numpy(draws), amap)
 
 
+@follows_input_precision
 def gmm_nuts(x, num_components: int, *, covariance_type: str = "full", prior,
              init, rng_key, num_chains: int = 4, num_warmup: int = 500,
              num_samples: int = 500, dense_mass="auto", callback=None):

@@ -16,6 +16,7 @@ import numpy as np
 
 from latentmix.inference.mcmc import run_nuts
 from latentmix.inference.posterior.sizes import DENSE_MASS_MAX_DIM
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.svi import fit_map, fit_vi
 from latentmix.models.linear_regression import (
     WeightsMap,
@@ -28,18 +29,25 @@ from latentmix.models.linear_regression import (
 __all__ = ["regression_map", "regression_nuts", "regression_vi", "vi_moments"]
 
 
+@follows_input_precision
 def regression_map(X, y, *, prior_precision, noise_precision, rng_key,
                    num_steps: int = 3000, callback=None):
-    """AutoDelta MAP of w with the precisions fixed; returns (SVIResult, w)."""
+    """AutoDelta MAP of w with the precisions fixed; returns (SVIResult, w).
+
+    The SVIResult's ``params`` hold "w" in the data's units (and "w_std"); its
+    guide works in the standardised coordinates.
+    """
     weights_map = standardising_map(X, y)
     fit = fit_map(model, X, y, rng_key=rng_key, num_steps=num_steps,
                   learning_rate=0.05, final_lr_ratio=1e-2,
                   init_params={"w_std": np.asarray(weights_map.offset)},
                   prior_precision=prior_precision, noise_precision=noise_precision,
                   weights_map=weights_map, callback=callback)
-    return fit, _weights(fit.params["w_std"], weights_map)
+    w = _weights(fit.params["w_std"], weights_map)
+    return fit._replace(params={**fit.params, "w": w}), w
 
 
+@follows_input_precision
 def regression_vi(X, y, *, prior_precision, noise_precision, rng_key,
                   guide: str = "mvn", num_steps: int = 2000, num_particles: int = 32,
                   final_lr_ratio: float = 1e-3, callback=None):
@@ -76,6 +84,7 @@ def vi_moments(fit, weights_map: WeightsMap, standardised: bool = False):
     return inverse @ (mean - np.asarray(weights_map.offset)), inverse @ cov @ inverse.T
 
 
+@follows_input_precision
 def regression_nuts(X, y, *, prior_precision=None, noise_precision=None, rng_key,
                     init_precisions=None, num_chains: int = 4, num_warmup: int = 500,
                     num_samples: int = 1000, callback=None):

@@ -11,12 +11,14 @@ import scipy.sparse
 
 from latentmix.inference.mcmc import run_nuts
 from latentmix.inference.posterior.sizes import use_dense_mass
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.svi import fit_map, fit_vi
 from latentmix.models import multinomial_mixture as mm
 
 __all__ = ["multinomial_map", "multinomial_nuts", "multinomial_vi"]
 
 
+@follows_input_precision
 def multinomial_map(counts, num_components: int, *, init: dict, rng_key,
                     prior=None, groups=None, num_steps: int = 3000, callback=None):
     """AutoDelta MAP from the sites ``init``; returns the SVIResult."""
@@ -25,6 +27,7 @@ def multinomial_map(counts, num_components: int, *, init: dict, rng_key,
                    **_options(prior, groups))
 
 
+@follows_input_precision
 def multinomial_vi(counts, num_components: int, *, init: dict, rng_key, prior=None,
                    groups=None, num_steps: int = 1500, num_draws: int = 4000,
                    callback=None):
@@ -38,6 +41,7 @@ def multinomial_vi(counts, num_components: int, *, init: dict, rng_key, prior=No
     return fit, {name: np.asarray(value) for name, value in draws.items()}
 
 
+@follows_input_precision
 def multinomial_nuts(counts, num_components: int, *, init, rng_key, prior=None,
                      groups=None, num_chains: int = 4, num_warmup: int = 500,
                      num_samples: int = 500, dense_mass="auto", callback=None):

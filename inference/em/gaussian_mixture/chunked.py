@@ -57,6 +57,7 @@ from latentmix.inference.em.gaussian_mixture.steps import (
     statistics,
     step_from_statistics,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, padded_rows, place_rows
 from latentmix.models.gaussian_mixture import GMMPrior, log_prior
 
@@ -72,6 +73,7 @@ __all__ = [
 INIT_SAMPLE_ROWS = 100_000
 
 
+@follows_input_precision
 def fit_gaussian_mixture_chunked(
     source: ChunkedRows,
     num_components: int,

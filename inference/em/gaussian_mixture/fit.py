@@ -26,12 +26,14 @@ from latentmix.inference.em.gaussian_mixture.checks import (
 from latentmix.inference.em.gaussian_mixture.chunked import chunked_restarts
 from latentmix.inference.em.gaussian_mixture.outcome import best_fit
 from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, place_rows
 from latentmix.models.gaussian_mixture import GMMPrior
 
 __all__ = ["fit_gaussian_mixture", "fit_gaussian_mixture_restarts"]
 
 
+@follows_input_precision
 def fit_gaussian_mixture(
     x,
     num_components: int,
@@ -120,6 +122,7 @@ def fit_gaussian_mixture(
                     reg_covar=reg_covar, max_iters=max_iters, tol=tol, rtol=rtol)
 
 
+@follows_input_precision
 def fit_gaussian_mixture_restarts(
     x,
     num_components: int,

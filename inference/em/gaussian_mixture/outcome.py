@@ -33,10 +33,15 @@ def best_fit(restarts: EMRestarts, varying, *, covariance_type: str, reg_covar,
     try:
         best = best_result(restarts)
     except AllRestartsFailedError as error:
+        dtype = np.asarray(restarts.results.log_likelihood).dtype
+        precision = (
+            f" The fit ran in {dtype}, which resolves a variance only to ~1e-7 "
+            f"of the largest one: pass float64 data (x.astype(np.float64)) or "
+            f"columns of similar scale." if dtype == np.float32 else "")
         raise AllRestartsFailedError(
             f"{error} (a covariance became singular). Increase reg_covar "
             f"(now {reg_covar}), give a prior, lower num_components, or scale "
-            f"the data"
+            f"the data.{precision}"
         ) from None
     _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
                     rtol, np.asarray(varying))

@@ -39,11 +39,13 @@ from latentmix.inference.em.gaussian_mixture.restarts import (
     run_restart,
     shared_problem,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, place_rows
 
 __all__ = ["fit_gaussian_mixture_sweep", "run_sweep"]
 
 
+@follows_input_precision
 def fit_gaussian_mixture_sweep(
     x,
     num_components_list,

@@ -87,6 +87,7 @@ from latentmix.inference.em.multinomial_mixture.steps import (
     sufficient_statistics,
     update,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import (
     check_devices,
     padded_rows,
@@ -110,6 +111,7 @@ __all__ = [
 ]
 
 
+@follows_input_precision
 def fit_multinomial_mixture_chunked(
     source: ChunkedRows,
     num_components: int,

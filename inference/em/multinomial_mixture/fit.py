@@ -37,12 +37,14 @@ from latentmix.inference.em.multinomial_mixture.restarts import (
     random_starts,
     run_restarts,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, replicate
 from latentmix.models.multinomial_mixture import MultinomialMixturePrior
 
 __all__ = ["fit_multinomial_mixture", "fit_multinomial_mixture_restarts"]
 
 
+@follows_input_precision
 def fit_multinomial_mixture(
     counts,
     num_components: int,
@@ -151,6 +153,7 @@ def fit_multinomial_mixture(
     return best_fit(restarts, options.max_iters, tol, rtol)
 
 
+@follows_input_precision
 def fit_multinomial_mixture_restarts(
     counts,
     num_components: int,

@@ -43,6 +43,7 @@ from latentmix.inference.em.multinomial_mixture.restarts import (
     run_stage,
     warn_result,
 )
+from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, replicate
 from latentmix.models.multinomial_mixture import (
     MultinomialMixtureParams,
@@ -52,6 +53,7 @@ from latentmix.models.multinomial_mixture import (
 __all__ = ["fit_multinomial_mixture_sweep", "padded_starts", "run_sweep"]
 
 
+@follows_input_precision
 def fit_multinomial_mixture_sweep(
     counts,
     num_components_list,
