@@ -167,9 +167,10 @@ class Settings(NamedTuple):
 
 
 # Measured on a 2-core CPU (docs/shoppers.md): the sweep is most of the run, and
-# its cost grows with K (K = 20 and 30 are half of it). tol = 1e-5 nats per basket is about
-# one nat of total log-likelihood per iteration, far below the BIC differences
-# between neighbouring K (hundreds of nats) and below the spread between restarts;
+# its cost grows with K (K = 20 and 30 are half of it). tol = 1e-5 nats per
+# basket is about one nat of total log-likelihood per iteration, far below the BIC
+# differences between neighbouring K (hundreds of nats) and below the spread
+# between restarts;
 # the EM default 1e-6 needs about four times more iterations.
 # The NUTS subsample has 2,000 baskets: with 300 (the first plan) K = 3 segments
 # of real baskets are barely identified, relabelled R-hat reached 1.04 and VI sat
