@@ -1,10 +1,10 @@
 """NUTS on any NumPyro model, returned as ArviZ InferenceData, and its diagnostics.
 
-Chains run in parallel on CPU when JAX sees enough host devices. That number is
-fixed when JAX starts, so scripts call ``numpyro.set_host_device_count(n)`` before
-any JAX work (tests/conftest.py does the same); otherwise chains are vectorised
-on one device, which gives the same draws for the same key layout only up to
-chain method, but the same distribution.
+Chains run in parallel on CPU when JAX sees enough host devices (pmap). That
+number is fixed when JAX starts, so scripts call
+``numpyro.set_host_device_count(n)`` before any JAX work (tests/conftest.py does
+the same); otherwise chains are vectorised on one device (vmap): the same
+kernel, the same distribution.
 
 Diagnostics follow Stan/PyMC/ArviZ (Vehtari et al. 2021): rank-normalised split
 R-hat, bulk and tail ESS, computed by ArviZ (not NumPyro's classic split R-hat),
@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_uniform, init_to_value
-from numpyro.infer.util import unconstrain_fn
+from numpyro.infer.util import initialize_model, unconstrain_fn
 
 from latentmix.data.validation import check_int
 from latentmix.data.validation import warn as emit_warning
@@ -41,14 +42,6 @@ MIN_ESS_PER_CHAIN = 100
 
 class SamplerWarning(UserWarning):
     """NUTS diagnostics say the draws may not represent the posterior."""
-
-
-def _chain_method(num_chains: int) -> str:
-    if num_chains == 1:
-        return "sequential"
-    if jax.local_device_count() >= num_chains:
-        return "parallel"
-    return "vectorized"
 
 
 class SamplingInterrupted(KeyboardInterrupt):
@@ -76,6 +69,7 @@ def run_nuts(
     chunk_size: int | None = None,
     callback=None,
     drop_sites=(),
+    laplace_mass: bool = False,
     **kwargs,
 ) -> az.InferenceData:
     """Run NUTS on ``model(*args, **kwargs)``; return posterior draws as InferenceData.
@@ -88,89 +82,154 @@ def run_nuts(
     mixture); otherwise chains start uniformly in [-2, 2] in the unconstrained
     space (NumPyro's default).
 
-    Warmup runs as one compiled call, then the draws come in chunks of
-    ``chunk_size`` per chain (default: all at once, or 100 with a callback);
-    each chunk continues from the last state (NumPyro's ``post_warmup_state``),
-    so chunked and unchunked runs are the same Markov chain. After warmup and
-    after every chunk ``callback(draws_done, num_samples)`` runs; when it raises
-    ``KeyboardInterrupt`` (an interrupt requested in between),
+    The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc``: the same
+    transition, step-size and mass-matrix adaptation as ``MCMC(NUTS(model))``),
+    driven here in chunks of ``chunk_size`` transitions per chain, warmup
+    included: one compiled ``lax.scan`` serves every chunk, chains run in
+    parallel over the host devices (else vectorised). After every chunk
+    ``callback(draws_done, num_samples)`` runs (draws_done 0 during warmup);
+    when it raises ``KeyboardInterrupt`` (an interrupt requested in between),
     ``SamplingInterrupted`` is raised carrying the draws made so far.
     ``drop_sites``: sites left out of the posterior group (e.g. the
-    standardised coordinates of a reparametrised model).
+    standardised coordinates of a reparametrised model). ``laplace_mass``: start
+    the mass matrix at the inverse Hessian of the potential at each chain's
+    start (a Laplace approximation, when the chains start at a mode such as the
+    EM estimate), so that warmup refines a good metric instead of finding one
+    from the identity. ``progress_bar`` is kept for compatibility; progress
+    goes through ``callback``.
     """
+    del progress_bar
     num_chains = check_int("num_chains", num_chains, minimum=1)
     num_warmup = check_int("num_warmup", num_warmup, minimum=0)
     num_samples = check_int("num_samples", num_samples, minimum=1)
+    total = num_warmup + num_samples
     if chunk_size is None:
-        chunk_size = num_samples if callback is None else 100
-    chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), num_samples)
-    num_chunks = -(-num_samples // chunk_size)
-    # Equal chunks (one compiled program); the last draws beyond num_samples
-    # are dropped.
-    chunk_size = -(-num_samples // num_chunks)
-    chain_starts = None
-    if isinstance(init_params, list | tuple):
-        if len(init_params) != num_chains:
-            raise ValueError(
-                f"init_params holds {len(init_params)} per-chain starts but "
-                f"num_chains={num_chains}; give one dict per chain or a single dict"
-            )
-        # MCMC takes per-chain starts in the unconstrained space of the sites.
-        unconstrained = [unconstrain_fn(model, args, kwargs, dict(start))
-                         for start in init_params]
-        # One chain takes an unbatched start, several a leading chain axis.
-        chain_starts = unconstrained[0] if num_chains == 1 else jax.tree_util.tree_map(
-            lambda *leaves: jnp.stack(leaves), *unconstrained
-        )
-        init_params = None
-    init_strategy = (
-        init_to_uniform()
-        if init_params is None
-        else init_to_value(values=dict(init_params))
-    )
-    kernel = NUTS(
-        model,
-        init_strategy=init_strategy,
-        target_accept_prob=target_accept_prob,
-        dense_mass=dense_mass,
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=chunk_size,
-        num_chains=num_chains,
-        chain_method=_chain_method(num_chains),
-        progress_bar=progress_bar,
-    )
-    extra_fields = ("diverging", "num_steps", "potential_energy")
-    mcmc.warmup(rng_key, *args, extra_fields=extra_fields, init_params=chain_starts,
-                collect_warmup=False, **kwargs)
-    draws, extras = [], []
+        chunk_size = total if callback is None else 100
+    chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), total)
+    num_chunks = -(-total // chunk_size)
+    key_init, key_chains = jax.random.split(rng_key)
+    potential_fn, postprocess_fn, starts = _initial_points(
+        model, args, kwargs, init_params, num_chains, key_init)
+    init_kernel, sample_kernel = hmc(potential_fn, algo="NUTS")
+    chain_keys = jax.random.split(key_chains, num_chains)
+    states = [init_kernel(start, num_warmup, dense_mass=dense_mass,
+                          target_accept_prob=target_accept_prob, rng_key=key,
+                          inverse_mass_matrix=(_laplace_inverse_mass(
+                              potential_fn, start, dense_mass)
+                              if laplace_mass else None))
+              for start, key in zip(starts, chain_keys, strict=True)]
+    # Stacked, with Python scalars' weak types made strong: the state that comes
+    # out of a chunk must match the one going in, or the chunk recompiles.
+    state = jax.tree_util.tree_map(
+        lambda *leaves: jax.lax.convert_element_type(
+            jnp.stack(leaves), jnp.result_type(*leaves)), *states)
+
+    def advance(state):
+        def body(state, _):
+            state = sample_kernel(state)
+            return state, (state.z, state.diverging, state.num_steps,
+                           state.potential_energy)
+
+        return jax.lax.scan(body, state, None, length=chunk_size)
+
+    if 1 < num_chains <= jax.local_device_count():
+        step = jax.pmap(advance)
+        # The state placed as a pmap output already is: else the second chunk,
+        # fed the first one's (sharded) output, compiles the program again.
+        state = jax.pmap(lambda leaf: leaf)(state)
+    else:
+        step = jax.jit(jax.vmap(advance))
+    draws, extras, done = [], [], 0
+    warmup_steps = np.zeros(num_chains, dtype=np.int64)
 
     def collected():
         if not draws:
             return None
-        return _to_inference_data(_join(draws, num_samples), _join(extras, num_samples),
-                                  model, args, kwargs, drop_sites)
+        z, stats = _join(draws, num_samples), _join(extras, num_samples)
+        sites = _constrained(postprocess_fn, z)
+        idata = _to_inference_data(sites, stats, model, args, kwargs, drop_sites)
+        # The cost of warmup, in gradient evaluations per chain.
+        idata.sample_stats.attrs["warmup_leapfrog_steps"] = warmup_steps.tolist()
+        return idata
 
     try:
-        if callback is not None:
-            callback(0, num_samples)
         for _ in range(num_chunks):
-            mcmc.run(mcmc.post_warmup_state.rng_key, *args, extra_fields=extra_fields,
-                     **kwargs)
-            draws.append(mcmc.get_samples(group_by_chain=True))
-            extras.append(mcmc.get_extra_fields(group_by_chain=True))
-            mcmc.post_warmup_state = mcmc.last_state
+            # Block: the callback (progress, interrupts) must see real progress,
+            # not a queue of dispatched chunks.
+            state, (z, diverging, num_steps, energy) = jax.block_until_ready(
+                step(state))
+            first = max(num_warmup - done, 0)  # this chunk's first kept draw
+            warmup_steps += np.asarray(num_steps[:, :first]).sum(axis=1)
+            done += chunk_size
+            if done > num_warmup:
+                draws.append({name: value[:, first:] for name, value in z.items()})
+                extras.append({"diverging": diverging[:, first:],
+                               "num_steps": num_steps[:, first:],
+                               "potential_energy": energy[:, first:]})
             if callback is not None:
-                callback(min(len(draws) * chunk_size, num_samples), num_samples)
+                callback(min(max(done - num_warmup, 0), num_samples), num_samples)
     except KeyboardInterrupt as interrupt:
         raise SamplingInterrupted(collected()) from interrupt
     return collected()
 
 
+def _laplace_inverse_mass(potential_fn, start, dense: bool):
+    """The inverse Hessian of the potential at ``start`` (flattened in the
+    order NumPyro flattens the parameters), its eigenvalues kept positive:
+    the covariance of the Laplace approximation there; its diagonal if not
+    ``dense``. None when the Hessian is not finite."""
+    flat, unravel = ravel_pytree(start)
+    hessian = np.asarray(jax.hessian(lambda v: potential_fn(unravel(v)))(flat))
+    if not np.all(np.isfinite(hessian)):
+        return None
+    values, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    # Curvature below 1e-8 of the largest (or negative, away from the mode) is
+    # treated as that floor: a wide direction, never a negative variance.
+    values = np.maximum(values, 1e-8 * max(values.max(), 1e-300))
+    covariance = (vectors / values) @ vectors.T
+    return jnp.asarray(covariance if dense else np.diag(covariance))
+
+
+def _initial_points(model, args, kwargs, init_params, num_chains, rng_key):
+    """(potential_fn, postprocess_fn, one unconstrained start per chain)."""
+    per_chain = isinstance(init_params, list | tuple)
+    if per_chain and len(init_params) != num_chains:
+        raise ValueError(
+            f"init_params holds {len(init_params)} per-chain starts but "
+            f"num_chains={num_chains}; give one dict per chain or a single dict"
+        )
+    strategy = (init_to_value(values=dict(init_params))
+                if isinstance(init_params, dict) else init_to_uniform())
+    keys = jax.random.split(rng_key, num_chains)
+    info = initialize_model(keys[0], model, init_strategy=strategy,
+                            model_args=args, model_kwargs=kwargs)
+    if per_chain:
+        starts = [unconstrain_fn(model, args, kwargs, dict(start))
+                  for start in init_params]
+    elif init_params is None:
+        starts = [info.param_info.z] + [
+            initialize_model(key, model, init_strategy=strategy, model_args=args,
+                             model_kwargs=kwargs).param_info.z for key in keys[1:]]
+    else:
+        starts = [info.param_info.z] * num_chains
+    return info.potential_fn, info.postprocess_fn, starts
+
+
+def _constrained(postprocess_fn, z: dict) -> dict:
+    """Unconstrained draws (chain, draw, ...) -> the model's sites (constrained,
+    deterministic sites included)."""
+    leaves = jax.tree_util.tree_leaves(z)
+    num_chains, num_draws = leaves[0].shape[:2]
+    flat = jax.tree_util.tree_map(
+        lambda a: jnp.reshape(a, (num_chains * num_draws,) + a.shape[2:]), z)
+    sites = jax.jit(jax.vmap(postprocess_fn))(flat)
+    return {name: np.asarray(value).reshape((num_chains, num_draws)
+                                            + value.shape[1:])
+            for name, value in sites.items()}
+
+
 def _join(chunks: list, num_samples: int) -> dict:
-    """Concatenate per-chunk {site: (chain, draw, ...)} along draws, trimmed."""
+    """Concatenate per-chunk {name: (chain, draw, ...)} along draws, trimmed."""
     return {name: np.concatenate([np.asarray(chunk[name]) for chunk in chunks],
                                  axis=1)[:, :num_samples]
             for name in chunks[0]}

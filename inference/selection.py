@@ -25,6 +25,7 @@ The tutorial's reference code used K(K-1) instead of K(C-1) in p, mixed the half
 and full scales, and subtracted the entropy; none of that is repeated here.
 """
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 from jax.scipy.special import xlogy
 
-from latentmix.data.validation import check_int, check_matrix
+from latentmix.data.validation import DataWarning, check_int, check_matrix, warn
 from latentmix.inference.em.driver import EMResult
 from latentmix.inference.em.gaussian_mixture import (
     e_step,
@@ -156,6 +157,7 @@ def select_num_components(
     rng_key,
     heldout_x=None,
     progress_fn=None,
+    result_fn=None,
     one_program: bool = True,
     **fit_kwargs,
 ) -> ComponentSelection:
@@ -183,7 +185,13 @@ def select_num_components(
       progress_fn: optional callable receiving one line of text per finished K
         (long sweeps show their progress; the library itself never prints).
         A one-program sweep reports every K once the program has finished.
+      result_fn: optional callable receiving each finished K's table row (a
+        dict), e.g. to keep the K values already done if the sweep is stopped.
       one_program: compile all K into one program (see above).
+
+    Raises:
+      FloatingPointError: the criterion is not finite for any K (a K whose
+        value is not finite is skipped, with a warning, when others are).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -232,14 +240,13 @@ def select_num_components(
             row["heldout_log_likelihood"] = float(
                 _gmm_terms(result.params, heldout_x, covariance_type)[0])
         rows.append({**row, "converged": bool(result.converged)})
+        if result_fn is not None:
+            result_fn(rows[-1])
         if progress_fn is not None:
             progress_fn(_sweep_line(rows[-1], len(rows), len(k_values)))
     table = pd.DataFrame(rows)
-    if criterion == "heldout":
-        best_row = int(np.argmax(table["heldout_log_likelihood"]))
-    else:
-        best_row = int(np.argmin(table[criterion]))
-    best = int(table["num_components"].iloc[best_row])
+    best = _best_k(table, criterion, "heldout_x holds rows far outside every "
+                   "fitted component; check that it comes from the same source")
     return ComponentSelection(table, best, fits)
 
 
@@ -334,6 +341,7 @@ def select_num_components_multinomial(
     groups=None,
     heldout_groups=None,
     progress_fn=None,
+    result_fn=None,
     one_program: bool = False,
     **fit_kwargs,
 ) -> ComponentSelection:
@@ -366,14 +374,25 @@ def select_num_components_multinomial(
         (long sweeps show their progress; the library itself never prints).
       groups, heldout_groups: group labels for the individualized model; every
         held-out label must occur in ``groups``.
+      result_fn: optional callable receiving each finished K's table row (a
+        dict), e.g. to keep the K values already done if the sweep is stopped.
       one_program: fit all K in one compiled program (see above); not with
         ``groups``.
+
+    Warnings raised by the per-K fits (e.g. categories never observed) are
+    emitted once for the sweep, not once per K.
 
     Returns:
       ComponentSelection whose table has one row per K: num_components,
       num_parameters, log_likelihood (mean per non-empty training row),
       bic, icl, heldout_log_likelihood (total; NaN without held-out data),
       num_iters and converged.
+
+    Raises:
+      FloatingPointError: the criterion is not finite for any K (e.g. a
+        held-out basket holds a category never seen in training, whose
+        maximum-likelihood probability is 0: fit with a prior,
+        ``MultinomialMixturePrior(probs_concentration=1 + pseudocount)``).
     """
     if criterion not in MULTINOMIAL_CRITERIA:
         raise ValueError(
@@ -402,12 +421,14 @@ def select_num_components_multinomial(
             "to sweep K with groups"
         )
     swept = None
+    seen = _OnceWarnings()
     if one_program:
         # Same per-K keys as the loop below (split(rng_key, len(k_values))).
-        swept = fit_multinomial_mixture_sweep(
-            counts, k_values, num_restarts=num_restarts, rng_key=rng_key,
-            **fit_kwargs,
-        )
+        with seen:
+            swept = fit_multinomial_mixture_sweep(
+                counts, k_values, num_restarts=num_restarts, rng_key=rng_key,
+                **fit_kwargs,
+            )
     keys = jax.random.split(rng_key, len(k_values))
     rows, fits = [], {}
     for index, (key, num_components) in enumerate(
@@ -416,14 +437,15 @@ def select_num_components_multinomial(
         if swept is not None:
             result: EMResult = swept[index]
         else:
-            result = fit_multinomial_mixture(
-                counts,
-                num_components,
-                groups=groups,
-                num_restarts=num_restarts,
-                rng_key=key,
-                **fit_kwargs,
-            )
+            with seen:
+                result = fit_multinomial_mixture(
+                    counts,
+                    num_components,
+                    groups=groups,
+                    num_restarts=num_restarts,
+                    rng_key=key,
+                    **fit_kwargs,
+                )
         fits[num_components] = result
         total, count, num_rows, bic_value, icl_value = _multinomial_terms(
             result.params, counts, codes
@@ -445,12 +467,63 @@ def select_num_components_multinomial(
                 "converged": bool(result.converged),
             }
         )
+        if result_fn is not None:
+            result_fn(rows[-1])
         if progress_fn is not None:
             progress_fn(_sweep_line(rows[-1], len(rows), len(k_values)))
+    seen.emit()
     table = pd.DataFrame(rows)
-    if criterion == "heldout":
-        best_row = int(np.argmax(table["heldout_log_likelihood"]))
-    else:
-        best_row = int(np.argmin(table[criterion]))
-    best = int(table["num_components"].iloc[best_row])
+    best = _best_k(table, criterion,
+                   "a held-out basket holds a category never seen in the training "
+                   "baskets, whose maximum-likelihood probability is 0; fit with "
+                   "prior=MultinomialMixturePrior(probs_concentration=1 + "
+                   "pseudocount), e.g. 1.01")
     return ComponentSelection(table, best, fits)
+
+
+class _OnceWarnings:
+    """Collect the warnings of repeated fits; ``emit`` re-raises each once."""
+
+    def __init__(self):
+        self.caught: dict = {}
+
+    def __enter__(self):
+        self._context = warnings.catch_warnings(record=True)
+        self._records = self._context.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+        for record in self._records:
+            self.caught.setdefault(str(record.message), record.category)
+
+    def emit(self) -> None:
+        for message, category in self.caught.items():
+            warn(message, category)
+
+
+def _best_k(table: pd.DataFrame, criterion: str, cause: str) -> int:
+    """The K that the criterion picks among its finite values.
+
+    Held-out log-likelihood is maximised, the information criteria minimised;
+    a non-finite value never wins (it is skipped with a warning), and a
+    criterion that is finite for no K is an error naming ``cause``.
+    """
+    column = "heldout_log_likelihood" if criterion == "heldout" else criterion
+    values = table[column].to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    if not finite.any():
+        by_k = dict(zip(table["num_components"].tolist(), values.tolist(),
+                        strict=True))
+        raise FloatingPointError(
+            f"the {criterion} criterion is not finite for any K ({by_k}); likely "
+            f"cause: {cause}")
+    if not finite.all():
+        skipped = table["num_components"][~finite].tolist()
+        warn(f"the {criterion} criterion is not finite for K = {skipped}; those K "
+             f"are skipped (likely cause: {cause})", DataWarning)
+    scores = np.where(finite, values, np.nan)
+    best_row = int(np.nanargmax(scores) if criterion == "heldout"
+                   else np.nanargmin(scores))
+    return int(table["num_components"].iloc[best_row])

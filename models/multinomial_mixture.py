@@ -59,6 +59,7 @@ __all__ = [
     "num_parameters",
     "responsibilities",
     "sample",
+    "shrinkage_prior",
 ]
 
 EMPTY_LABEL = -1  # assignment of an all-zero row: not a component id
@@ -487,6 +488,21 @@ def sample(
 # ----------------------------------------------------------------------------
 # NumPyro model
 # ----------------------------------------------------------------------------
+
+
+def shrinkage_prior(weights, shrinkage: float, prior=None) -> MultinomialMixturePrior:
+    """The prior of per-group weights shrunk towards the population mix ``weights``.
+
+    Dirichlet(1 + s w) on every group's weights, s = ``shrinkage``: its MAP-EM
+    update is w_gk = (N_gk + s w_k) / (N_g + s), s pseudo-baskets of the
+    population mix added to each group (s = 0: the free, no-pooling weights).
+    Probs keep the concentration of ``prior`` (default 1: flat).
+    """
+    if not np.isfinite(shrinkage) or shrinkage < 0:
+        raise ValueError(f"shrinkage must be a finite number >= 0, got {shrinkage!r}")
+    base = MultinomialMixturePrior() if prior is None else prior
+    return base._replace(
+        weight_concentration=1.0 + float(shrinkage) * np.asarray(weights, float))
 
 
 def _check_concentration(name: str, value) -> None:

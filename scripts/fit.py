@@ -8,20 +8,26 @@ Examples:
   python scripts/fit.py multinomial-mixture --data lines.csv --format long \\
       --basket-column basket --category-column category --groups household \\
       --k 8 --out out/baskets
-  python scripts/fit.py gaussian-mixture --data big.parquet --k 16 \
+  python scripts/fit.py gaussian-mixture --data big.parquet --k 16 \\
       --device gpu --dtype float32 --out out/big
 
 --device auto (default) uses a GPU when JAX finds one, else the CPU; --device
 gpu fails with exit status 2 when there is none. --dtype auto is float64 on the
 CPU and float32 on a GPU.
 
+--method map, vi, nuts or all runs the cross-check of the library
+(latentmix.inference.crosscheck): a table with a tolerance and a pass column,
+a one-line verdict on the terminal and in params.json; a failed check is a
+warning and status "check_failed" (exit status 4 with --strict).
+
 Exit status: 0 ok (warnings allowed), 2 bad arguments, 3 invalid data,
-4 numerical failure (or a failed NUTS diagnostic with --strict), 5 output/IO
+4 numerical failure (or a failed cross-check with --strict), 5 output/IO
 failure, 130 interrupted (Ctrl-C or SIGTERM; what was computed is written with
 status "interrupted").
 """
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -33,10 +39,18 @@ import pandas as pd
 
 from latentmix.scripts import device, fit_report
 from latentmix.scripts import runtime as rt
-from latentmix.scripts.fit_report import Outcome, Partial
+from latentmix.scripts.fit_report import Outcome, Run
 
 MODELS = ("linear-regression", "gaussian-mixture", "multinomial-mixture")
 METHODS = ("em", "map", "vi", "nuts", "all")
+MAX_K_VALUES = 1000  # fits in one --k-range sweep
+MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit integer
+# Pseudo-counts per segment and category when held-out baskets are scored: a
+# category absent from the training rows would otherwise get probability 0 and
+# a held-out basket holding it log-likelihood -inf (the shopper story's choice).
+HELDOUT_PSEUDOCOUNT = 0.01
+# Share of the memory available when the run starts that a fit may plan to use.
+MEMORY_SHARE = 0.8
 
 
 def parse_k_range(text: str) -> list[int]:
@@ -53,11 +67,17 @@ def parse_k_range(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"--k-range needs 1 <= START <= STOP and STEP >= 1, got {text!r}"
         )
+    count = (stop - start) // step + 1
+    if count > MAX_K_VALUES:
+        raise argparse.ArgumentTypeError(
+            f"--k-range {text} asks for {count} fits, one per K; a sweep takes at "
+            f"most {MAX_K_VALUES} K values: narrow the range or add a STEP"
+        )
     return list(range(start, stop + 1, step))
 
 
-def _int_at_least(minimum: int):
-    """argparse type: an integer >= minimum, with a message naming both."""
+def _int_in_range(minimum: int, maximum: int | None = None):
+    """argparse type: an integer in [minimum, maximum], with a message naming both."""
 
     def parse(text: str) -> int:
         try:
@@ -70,13 +90,39 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(
                 f"expected an integer >= {minimum}, got {value}"
             )
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer <= {maximum}, got {value}"
+            )
         return value
 
     return parse
 
 
-positive_int = _int_at_least(1)
-nonnegative_int = _int_at_least(0)
+positive_int = _int_in_range(1)
+nonnegative_int = _int_in_range(0)
+seed_int = _int_in_range(0, MAX_SEED)
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def separator(text: str) -> str:
+    """One character; escapes typed literally ('\\t' for a tab) are decoded."""
+    decoded = {"\\t": "\t", "tab": "\t", "\\s": " ", "space": " "}.get(text, text)
+    if len(decoded) != 1:
+        raise argparse.ArgumentTypeError(
+            f"--sep must be a single character (',' ';' '|' or '\\t' for a tab), "
+            f"got {text!r}"
+        )
+    return decoded
 
 
 def column_list(text: str) -> list[str]:
@@ -98,11 +144,12 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     )
     parser.add_argument("model", choices=MODELS, help="which model to fit")
     parser.add_argument("--data", required=True, help="input CSV or parquet file")
-    parser.add_argument("--sep", default=None,
-                        help="CSV delimiter (default: detected among , ; tab |)")
+    parser.add_argument("--sep", type=separator, default=None,
+                        help="CSV delimiter, one character; '\\t' for a tab "
+                             "(default: detected among , ; tab |)")
     parser.add_argument("--columns", type=column_list, default=None,
                         help="comma-separated feature/count columns "
-                             "(default: all numeric columns except target/groups)")
+                             "(default: all columns except target/groups)")
     parser.add_argument("--target", default=None,
                         help="linear regression: the response column")
     parser.add_argument("--no-bias", action="store_true",
@@ -110,6 +157,16 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     parser.add_argument("--groups", default=None,
                         help="multinomial mixture: column with a group id (household) "
                              "for per-group mixture weights")
+    parser.add_argument("--shrinkage", type=nonnegative_float, default=0.0,
+                        help="multinomial mixture with --groups: pseudo-baskets of "
+                             "the population mix added to every group's weights "
+                             "(0: free per-group weights; 5 is the shopper story's)")
+    parser.add_argument("--pseudocount", type=nonnegative_float, default=None,
+                        help="multinomial mixture: Dirichlet pseudo-counts per "
+                             "segment and category, so a category unseen in the "
+                             "training rows keeps a probability above 0 (default: "
+                             f"{HELDOUT_PSEUDOCOUNT} with --criterion heldout, "
+                             "else 0: maximum likelihood)")
     parser.add_argument("--format", choices=("wide", "long"), default="wide",
                         help="multinomial mixture: 'wide' = one row per basket with a "
                              "count column per category; 'long' = one row per line "
@@ -136,7 +193,7 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     parser.add_argument("--restarts", type=positive_int, default=5,
                         help="EM restarts (best kept)")
     parser.add_argument("--max-iters", type=nonnegative_int, default=500)
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="NUTS draws per chain")
     parser.add_argument("--num-warmup", type=positive_int, default=1000)
@@ -146,7 +203,8 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results already in --out")
     parser.add_argument("--strict", action="store_true",
-                        help="NUTS diagnostics problems become exit status 4")
+                        help="a failed cross-check (a disagreement between methods "
+                             "or a NUTS diagnostics problem) becomes exit status 4")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     return parser
 
@@ -165,6 +223,11 @@ def check_arguments(args) -> None:
             raise rt.UsageError(f"{args.model} needs --k K or --k-range START:STOP")
     if args.groups is not None and args.model != "multinomial-mixture":
         raise rt.UsageError("--groups applies to multinomial-mixture only")
+    if args.shrinkage and args.groups is None:
+        raise rt.UsageError("--shrinkage needs --groups (it shrinks per-group "
+                            "weights towards the population mix)")
+    if args.pseudocount is not None and args.model != "multinomial-mixture":
+        raise rt.UsageError("--pseudocount applies to multinomial-mixture only")
     if args.criterion == "heldout" and args.k_range is None:
         raise rt.UsageError("--criterion heldout needs --k-range")
 
@@ -178,30 +241,79 @@ def configure_jax(args) -> None:
     args.dtype = choice.dtype
 
 
-def run(args, progress: rt.Progress, partial: Partial) -> int:
+def run(args, progress: rt.Progress, run_state: Run) -> int:
     """Validate, fit, write. Returns the exit status (exceptions map in main)."""
     from latentmix.data.tables import read_table
+    from latentmix.inference.mcmc import SamplingInterrupted
 
     configure_jax(args)  # a missing GPU is a usage error: before any output
-    out = rt.prepare_output_dir(args.out, overwrite=args.overwrite)
-    partial.out = out
-    partial.payload = {"model": args.model}
-    notes: list[str] = []
-    frame = read_table(args.data, sep=args.sep)
-    fitter = {"linear-regression": fit_linear_regression,
-              "gaussian-mixture": fit_gaussian_mixture,
-              "multinomial-mixture": fit_multinomial_mixture}[args.model]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        outcome = fitter(args, frame, progress, partial)
-    for warning in caught:
-        notes.append(f"{warning.category.__name__}: {warning.message}")
-    fit_report.finish(args, out, outcome, notes, status="ok")
+    with rt.OutputFolder(args.out, overwrite=args.overwrite) as folder:
+        run_state.start(folder.path)
+        frame = read_table(args.data, sep=args.sep)
+        fitter = {"linear-regression": fit_linear_regression,
+                  "gaussian-mixture": fit_gaussian_mixture,
+                  "multinomial-mixture": fit_multinomial_mixture}[args.model]
+        # Failures are recorded in params.json while the folder is still held.
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    outcome = fitter(args, frame, progress, run_state)
+                finally:
+                    run_state.notes += cli_warnings(caught, args)
+        except KeyboardInterrupt as interrupt:
+            idata = (interrupt.idata if isinstance(interrupt, SamplingInterrupted)
+                     else None)
+            write_interrupted(run_state, idata)
+            raise
+        except FloatingPointError as error:
+            record_failure(run_state, "numerical_failure", error)
+            raise
+        except (MemoryError, RuntimeError) as error:
+            if _out_of_memory(error):
+                record_failure(run_state, "out_of_memory", error)
+            raise
+        status = "check_failed" if outcome.checks_failed else "ok"
+        fit_report.finish(run_state, outcome, status)
+    summary(args, outcome, run_state)
     if args.strict and outcome.checks_failed:
-        print("error: NUTS diagnostics failed (--strict): "
+        print("error: cross-check failed (--strict): "
               + "; ".join(outcome.check_messages), file=sys.stderr)
         return rt.EXIT_NUMERIC
     return rt.EXIT_OK
+
+
+def cli_warnings(caught, args) -> list[str]:
+    """The warnings of a run as text, each once; the library's advice about
+    never-observed categories is replaced by the command line's (which names
+    them and gives the flag)."""
+    notes = []
+    for warning in caught:
+        text = f"{warning.category.__name__}: {warning.message}"
+        if "are never observed" in text and args.model == "multinomial-mixture":
+            continue  # said by fit_multinomial_mixture's caller, with names
+        notes.append(text)
+    return list(dict.fromkeys(notes))
+
+
+def summary(args, outcome: Outcome, run_state: Run) -> None:
+    """The result on the terminal: verdict, chosen K, the output folder."""
+    lines = []
+    payload = outcome.payload
+    if "selection" in payload and "num_components" in payload:
+        table = pd.DataFrame(payload["selection"])
+        column = ("heldout_log_likelihood" if args.criterion == "heldout"
+                  else args.criterion)
+        values = ", ".join(f"K={k}: {v:.6g}" for k, v in
+                           zip(table["num_components"], table[column], strict=True))
+        lines.append(f"chosen K = {payload['num_components']} by {args.criterion} "
+                     f"({values})")
+    if outcome.verdict:
+        lines.append(f"cross-check: {outcome.verdict}")
+    lines.append(f"results in {run_state.out}")
+    for line in lines:
+        if not args.quiet or (outcome.checks_failed and line.startswith("cross")):
+            print(line, file=sys.stderr)
 
 
 def main(argv=None, prog: str = "fit.py") -> int:
@@ -211,11 +323,11 @@ def main(argv=None, prog: str = "fit.py") -> int:
     rt.use_agg_backend()
     from latentmix.data.tables import DataError
 
-    partial = Partial()
+    run_state = Run(args)
     try:
         check_arguments(args)
-        with rt.interrupt_as_keyboard_interrupt():
-            return run(args, progress, partial)
+        with rt.interrupts():
+            return run(args, progress, run_state)
     except rt.UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return rt.EXIT_USAGE
@@ -229,17 +341,66 @@ def main(argv=None, prog: str = "fit.py") -> int:
         print(f"error: numerical failure: {error}", file=sys.stderr)
         return rt.EXIT_NUMERIC
     except KeyboardInterrupt:
-        fit_report.write_interrupted(args, partial)
-        print("interrupted: partial results written with status 'interrupted'",
-              file=sys.stderr)
+        print("interrupted: partial results written with status 'interrupted'"
+              if run_state.started else "interrupted", file=sys.stderr)
         return rt.EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"error: out of memory: {str(error).splitlines()[0][:300]}; lower "
+              f"--restarts, --k, --num-chains or the number of rows, or use "
+              f"--dtype float32", file=sys.stderr)
+        return rt.EXIT_NUMERIC
     except ValueError as error:
-        # Validators of the library raise ValueError naming the argument: the
-        # input data did not fit the model.
+        if not _raised_by_our_checks(error):
+            raise  # not the data's fault: a traceback (exit 1), not "invalid data"
         if os.environ.get("LATENTMIX_DEBUG"):
             traceback.print_exc()
         print(f"error: invalid data: {error}", file=sys.stderr)
         return rt.EXIT_DATA
+
+
+def record_failure(run_state: Run, status: str, error) -> None:
+    """params.json says why the run failed, once fitting had started."""
+    if run_state.started:
+        try:
+            run_state.write_params(status, error=str(error))
+        except rt.OutputError:
+            pass
+
+
+def write_interrupted(run_state: Run, idata) -> None:
+    """What an interrupted run had: params.json (and the draws made so far)."""
+    if not run_state.started:
+        return
+    try:
+        if idata is not None:
+            fit_report.write_posterior(run_state, idata)
+        run_state.write_params("interrupted")
+    except rt.OutputError as error:
+        print(f"warning: could not write partial results: {error}", file=sys.stderr)
+
+
+def _out_of_memory(error) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or (
+        "Out of memory" in text)
+
+
+def _raised_by_our_checks(error: ValueError) -> bool:
+    """A ValueError raised in latentmix's own code (a validator naming the
+    argument), not in another package (e.g. matplotlib refusing an
+    environment setting): only the former means invalid data."""
+    from latentmix.data import validation
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(validation.__file__)))
+    ours = tuple(os.path.join(root, name, "") for name in
+                 ("data", "models", "inference", "scripts"))
+    frame, last = error.__traceback__, None
+    while frame is not None:
+        last, frame = frame, frame.tb_next
+    return last is not None and os.path.abspath(
+        last.tb_frame.f_code.co_filename).startswith(ours)
 
 
 # ------------------------------------------------------------------ the models
@@ -254,20 +415,49 @@ def bayesian_methods(method: str) -> tuple:
 def record_crosscheck(check, outcome: Outcome, payload: dict) -> None:
     """The cross-check's table into the report and params.json; failed rows
     (a disagreement, or a NUTS diagnostics problem) into the messages."""
+    from latentmix.inference.crosscheck import verdict, warn_failed
+
     table = check.table
     outcome.tables.insert(0, ("Cross-check (tolerance and rule per row)", table))
     payload["cross_check"] = table.to_dict(orient="list")
+    outcome.verdict = verdict(table)
     failed = table.loc[~table["passed"]]
     if not failed.empty:
         outcome.checks_failed = True
         outcome.check_messages += [
             f"{row.method}: {row.check}: {row.statistic:.3g} against tolerance "
             f"{row.tolerance:.3g} ({row.rule})" for row in failed.itertuples()]
+        warn_failed(table)
     if check.idata is not None:
         outcome.idata = check.idata
 
 
-def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
+def check_memory(args, num_rows: int, num_columns: int, num_components: int,
+                 products: int = 0) -> None:
+    """Refuse (exit 2) a fit whose restarts would not fit in memory.
+
+    Per restart the EM keeps about four (n, K) arrays (responsibilities and
+    their logs, the weighted ones) and its parameters; the data and per-row
+    products are shared. The estimate is compared with the memory available
+    when the run starts.
+    """
+    bytes_per = 4 if args.dtype == "float32" else 8
+    per_restart = (4 * num_rows * num_components
+                   + num_components * num_columns * (num_columns + 2)) * bytes_per
+    shared = num_rows * (num_columns + products) * bytes_per * 2
+    need = args.restarts * per_restart + shared
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > MEMORY_SHARE * available:
+        raise rt.UsageError(
+            f"--restarts {args.restarts} with K = {num_components} on {num_rows} "
+            f"rows needs about {need / 2**30:.1f} GiB, but {available / 2**30:.1f} "
+            f"GiB are available; lower --restarts (restarts run together) or K")
+
+
+def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.data.tables import default_columns, numeric_matrix, require_columns
     from latentmix.inference.crosscheck import crosscheck_linear_regression
     from latentmix.inference.em import fit_linear_regression as em_fit
@@ -283,6 +473,8 @@ def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
     if not args.no_bias:
         X = np.column_stack([np.ones(len(X)), X])
         names = ["bias", *names]
+    run_state.begin({"model": "linear-regression", "features": names,
+                     "target": args.target})
     with progress.step("EM for the prior and noise precisions"):
         result = em_fit(X, y, max_iters=max(args.max_iters, 1) * 20)
     beta = float(result.params.noise_precision)
@@ -299,40 +491,54 @@ def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
         "posterior_sd": dict(zip(names, np.sqrt(np.diag(result.params.cov)).tolist(),
                                  strict=True)),
     }
-    partial.payload = payload
     rows = pd.DataFrame({"row": np.arange(1, len(y) + 1), "y": y,
                          "predicted_mean": np.asarray(mean),
                          "predicted_sd": np.sqrt(np.asarray(variance))})
     rows["residual"] = rows["y"] - rows["predicted_mean"]
     outcome = Outcome(payload, rows, "predictions.csv")
+    _checkpoint(run_state, outcome)
     methods = bayesian_methods(args.method)
     if methods:
         check = crosscheck_linear_regression(
             X, y, rng_key=jax.random.key(args.seed), methods=methods,
             feature_names=names, num_chains=args.num_chains,
             num_warmup=args.num_warmup, num_samples=args.num_samples,
-            progress_fn=progress)
+            progress_fn=progress, callback=rt.chunk_callback(progress, "  steps done"))
         record_crosscheck(check, outcome, payload)
     outcome.figures.append(lambda out: fit_report.predictions_figure(rows, out))
     return outcome
 
 
-def choose_k(args, data, select, progress, partial: Partial, outcome: Outcome, key):
-    """--k, or the K of a --k-range sweep by --criterion (selection table kept)."""
+def _checkpoint(run_state: Run, outcome: Outcome) -> None:
+    """Write what exists (params.json, the per-row CSV) before slower steps."""
+    run_state.payload = dict(outcome.payload)
+    run_state.write_rows(outcome)
+    run_state.write_params("running")
+
+
+def choose_k(args, data, select, progress, run_state: Run, outcome: Outcome, key):
+    """--k, or the K of a --k-range sweep by --criterion (selection table kept;
+    every finished K is in params.json at once, for an interrupted sweep)."""
     if args.k_range is None:
         return args.k
+    done = []
+
+    def result_fn(row):
+        done.append(row)
+        run_state.payload = {**outcome.payload, "selection": list(done)}
+        run_state.write_params("running")
+
     with progress.step(f"sweeping K over {args.k_range}"):
-        selection = select(data, args.k_range, key)
+        selection = select(data, args.k_range, key, result_fn)
     table = selection.table
     outcome.payload["selection"] = table.to_dict(orient="list")
-    partial.payload = outcome.payload
     outcome.tables.append((f"Choice of K by {args.criterion}", table))
     outcome.figures.append(lambda out: fit_report.selection_figure(
         table, args.criterion, out, "selection.png"))
     return selection.best_num_components
 
 
-def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
+def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.data.tables import (
         DataError,
         default_columns,
@@ -345,17 +551,24 @@ def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
     from latentmix.models import gaussian_mixture as gm
 
     columns = args.columns or default_columns(frame, set())
-    # The EM keeps the data's dtype: this is where --dtype reaches it.
-    x = numeric_matrix(frame, columns, path=args.data).astype(args.dtype)
+    raw = numeric_matrix(frame, columns, path=args.data)
+    # float32 loses the digits of data far from 0 (an offset of 1e6 leaves a
+    # resolution of 0.06): centre in float64 first, fit the centred data in the
+    # requested dtype (EM is translation invariant), shift the means back.
+    centre = raw.mean(axis=0) if args.dtype == "float32" else np.zeros(raw.shape[1])
+    x = (raw - centre).astype(args.dtype)
     key_select, key_fit = jax.random.split(jax.random.key(args.seed))
     payload = {"model": "gaussian-mixture", "columns": columns,
                "covariance_type": args.covariance_type}
-    partial.payload = payload
     outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
     fit_options = {"covariance_type": args.covariance_type,
                    "num_restarts": args.restarts, "max_iters": args.max_iters}
+    largest = args.k if args.k_range is None else max(args.k_range)
+    check_memory(args, len(x), x.shape[1], min(largest, len(x)),
+                 products=x.shape[1] * (x.shape[1] + 1) // 2)
+    run_state.begin(payload)
 
-    def select(x, k_range, key):
+    def select(x, k_range, key, result_fn):
         k_values = [k for k in k_range if k <= len(x)]
         if not k_values:
             raise DataError(f"every K in --k-range exceeds the {len(x)} rows")
@@ -365,53 +578,61 @@ def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
             x, heldout = x[train], {"heldout_x": x[test]}
         return select_num_components(x, k_values, criterion=args.criterion,
                                      rng_key=key, progress_fn=progress,
-                                     **heldout, **fit_options)
+                                     result_fn=result_fn, **heldout, **fit_options)
 
-    num_components = choose_k(args, x, select, progress, partial, outcome,
+    num_components = choose_k(args, x, select, progress, run_state, outcome,
                               key_select)
     if num_components > len(x):
         raise DataError(f"--k {num_components} exceeds the number of rows {len(x)}")
+
+    def finish_em(result, shift=centre):
+        """The EM fit into the outcome (and on disk) as soon as it exists;
+        ``shift`` undoes the centring of float32 data."""
+        params = result.params._replace(
+            means=np.asarray(result.params.means) + shift)
+        payload.update({
+            "num_components": num_components,
+            "log_likelihood_per_row": float(result.log_likelihood),
+            "bic": float(gmm_bic(params, raw, args.covariance_type)),
+            "em": {"num_iters": int(result.num_iters),
+                   "converged": bool(result.converged)},
+            "weights": params.weights, "means": params.means,
+            "covariances": params.covariances,
+        })
+        resp = np.asarray(gm.responsibilities(params, raw, args.covariance_type))
+        rows = pd.DataFrame({"row": np.arange(1, len(x) + 1),
+                             "component": resp.argmax(1),
+                             "probability": resp.max(1)})
+        for k in range(num_components):
+            rows[f"resp_{k}"] = resp[:, k]
+        outcome.rows = rows
+        _checkpoint(run_state, outcome)
+        if x.shape[1] >= 2:
+            outcome.figures.append(lambda out: fit_report.gmm_scatter_figure(
+                raw, columns, params, resp, out))
+
     methods = bayesian_methods(args.method)
     if methods:
+        # The cross-check computes in float64 whatever --dtype says (its
+        # tolerances assume it), on the data as read.
         check = crosscheck_gaussian_mixture(
-            x, num_components, covariance_type=args.covariance_type,
+            raw, num_components, covariance_type=args.covariance_type,
             rng_key=key_fit, methods=methods, num_restarts=args.restarts,
             max_iters=max(args.max_iters, 1), num_chains=args.num_chains,
             num_warmup=args.num_warmup, num_samples=args.num_samples,
-            progress_fn=progress)
-        result = check.fits["em"]
-    else:
-        with progress.step(f"EM with K = {num_components}"):
-            result = em_fit(x, num_components, rng_key=key_fit, **fit_options)
-    params = result.params
-    payload.update({
-        "num_components": num_components,
-        "log_likelihood_per_row": float(result.log_likelihood),
-        "bic": float(gmm_bic(params, x, args.covariance_type)),
-        "em": {"num_iters": int(result.num_iters),
-               "converged": bool(result.converged)},
-        "weights": params.weights, "means": params.means,
-        "covariances": params.covariances,
-    })
-    resp = np.asarray(gm.responsibilities(params, x, args.covariance_type))
-    rows = pd.DataFrame({"row": np.arange(1, len(x) + 1),
-                         "component": resp.argmax(1),
-                         "probability": resp.max(1)})
-    for k in range(num_components):
-        rows[f"resp_{k}"] = resp[:, k]
-    outcome.rows = rows
-    if methods:
+            progress_fn=progress, callback=rt.chunk_callback(progress, "  steps done"),
+            em_fn=lambda result: finish_em(result, shift=0.0))
         for name in ("map", "vi"):
             if name in check.fits:
                 payload[name] = check.fits[name].params
         record_crosscheck(check, outcome, payload)
-    if x.shape[1] >= 2:
-        outcome.figures.append(lambda out: fit_report.gmm_scatter_figure(
-            x, columns, params, resp, out))
+    else:
+        with progress.step(f"EM with K = {num_components}"):
+            finish_em(em_fit(x, num_components, rng_key=key_fit, **fit_options))
     return outcome
 
 
-def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
+def fit_multinomial_mixture(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.data.tables import basket_table, heldout_split
     from latentmix.inference.crosscheck import crosscheck_multinomial_mixture
     from latentmix.inference.em import fit_multinomial_mixture as em_fit
@@ -431,16 +652,27 @@ def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
     key_select, key_fit = jax.random.split(jax.random.key(args.seed))
     payload = {"model": "multinomial-mixture", "categories": categories,
                "num_rows": int(counts.shape[0]), "groups_column": args.groups}
-    partial.payload = payload
     outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
+    pseudocount = args.pseudocount
+    if pseudocount is None:
+        pseudocount = HELDOUT_PSEUDOCOUNT if args.criterion == "heldout" else 0.0
+    prior = (mm.MultinomialMixturePrior(probs_concentration=1.0 + pseudocount)
+             if pseudocount > 0 else None)
+    payload["pseudocount"] = pseudocount
     fit_options = {"num_restarts": args.restarts, "max_iters": args.max_iters,
-                   "dtype": args.dtype}
+                   "dtype": args.dtype, "prior": prior}
+    largest = args.k if args.k_range is None else max(args.k_range)
+    check_memory(args, counts.shape[0], counts.shape[1], largest)
+    run_state.begin(payload)
+    _warn_unobserved(counts, categories, pseudocount, run_state)
 
-    def select(counts, k_range, key):
+    def select(counts, k_range, key, result_fn):
         heldout, train_counts, train_groups = {}, counts, groups
         if args.criterion == "heldout":
             train, test = heldout_split(counts.shape[0], seed=args.seed)
             train_counts, heldout["heldout_counts"] = counts[train], counts[test]
+            _warn_unobserved(train_counts, categories, pseudocount, run_state,
+                             "training")
             if groups is not None:
                 train_groups = groups[train]
                 known = np.isin(groups[test], train_groups)
@@ -448,9 +680,10 @@ def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
                 heldout["heldout_groups"] = groups[test][known]
         return select_num_components_multinomial(
             train_counts, k_range, criterion=args.criterion, rng_key=key,
-            groups=train_groups, progress_fn=progress, **heldout, **fit_options)
+            groups=train_groups, progress_fn=progress, result_fn=result_fn,
+            **heldout, **fit_options)
 
-    num_components = choose_k(args, counts, select, progress, partial, outcome,
+    num_components = choose_k(args, counts, select, progress, run_state, outcome,
                               key_select)
     methods = bayesian_methods(args.method)
     if groups is not None and "map" in methods:
@@ -458,50 +691,98 @@ def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
         outcome.check_messages.append(
             "MAP skipped: the hierarchical (per-group) model has no posterior mode; "
             "VI and NUTS sample it")
+    codes = None if groups is None else mm.encode_groups(groups)[0]
+
+    def finish_em(result):
+        """The EM fit into the outcome (and on disk) as soon as it exists."""
+        params = result.params
+        payload.update({
+            "num_components": num_components,
+            "log_likelihood_per_row": float(result.log_likelihood),
+            "bic": float(multinomial_bic(params, counts, codes)),
+            "em": {"num_iters": int(result.num_iters),
+                   "converged": bool(result.converged)},
+            "weights": params.weights, "probs": params.probs,
+        })
+        if groups is not None:
+            payload["group_labels"] = mm.encode_groups(groups)[1]
+            payload["shrinkage"] = args.shrinkage
+        resp = np.asarray(mm.responsibilities(params, counts, codes))
+        labels = np.asarray(mm.assignments(params, counts, codes))
+        rows = pd.DataFrame({"row": table.row_ids, "component": labels,
+                             "probability": np.where(labels >= 0, resp.max(1),
+                                                     np.nan)})
+        rows["component"] = rows["component"].astype(object).where(labels >= 0,
+                                                                   "empty")
+        for k in range(num_components):
+            rows[f"resp_{k}"] = np.where(labels >= 0, resp[:, k], np.nan)
+        outcome.rows = rows
+        _checkpoint(run_state, outcome)
+        overall = np.asarray(counts.sum(axis=0)).ravel()
+        outcome.tables.append(("Top categories per segment (by lift)",
+                               top_categories(params, categories,
+                                              overall / overall.sum())))
+        mean_weights = np.asarray(params.weights).reshape(-1, num_components).mean(0)
+        if num_components >= 3:
+            outcome.figures.append(lambda out: fit_report.segment_map_figure(
+                segment_map(np.asarray(params.probs), mean_weights), mean_weights,
+                out))
+
     if methods:
         check = crosscheck_multinomial_mixture(
             counts, num_components, groups=groups, rng_key=key_fit, methods=methods,
-            num_restarts=args.restarts, num_chains=args.num_chains,
+            num_restarts=args.restarts, prior=prior, num_chains=args.num_chains,
             num_warmup=args.num_warmup, num_samples=args.num_samples,
-            progress_fn=progress)
-        result = check.fits["em"]
-    else:
-        with progress.step(f"EM with K = {num_components}"):
-            result = em_fit(counts, num_components, groups=groups, rng_key=key_fit,
-                            **fit_options)
-    params = result.params
-    codes = None if groups is None else mm.encode_groups(groups)[0]
-    payload.update({
-        "num_components": num_components,
-        "log_likelihood_per_row": float(result.log_likelihood),
-        "bic": float(multinomial_bic(params, counts, codes)),
-        "em": {"num_iters": int(result.num_iters),
-               "converged": bool(result.converged)},
-        "weights": params.weights, "probs": params.probs,
-    })
-    if groups is not None:
-        payload["group_labels"] = mm.encode_groups(groups)[1]
-    resp = np.asarray(mm.responsibilities(params, counts, codes))
-    labels = np.asarray(mm.assignments(params, counts, codes))
-    rows = pd.DataFrame({"row": table.row_ids, "component": labels,
-                         "probability": np.where(labels >= 0, resp.max(1), np.nan)})
-    rows["component"] = rows["component"].astype(object).where(labels >= 0, "empty")
-    for k in range(num_components):
-        rows[f"resp_{k}"] = np.where(labels >= 0, resp[:, k], np.nan)
-    outcome.rows = rows
-    overall = np.asarray(counts.sum(axis=0)).ravel()
-    outcome.tables.append(("Top categories per segment (by lift)",
-                           top_categories(params, categories, overall / overall.sum())))
-    mean_weights = np.asarray(params.weights).reshape(-1, num_components).mean(0)
-    if num_components >= 3:
-        outcome.figures.append(lambda out: fit_report.segment_map_figure(
-            segment_map(np.asarray(params.probs), mean_weights), mean_weights, out))
-    if methods:
+            progress_fn=progress, callback=rt.chunk_callback(progress, "  steps done"),
+            em_fn=finish_em)
         for name in ("map", "vi"):
             if name in check.fits:
                 payload[name] = check.fits[name].params
         record_crosscheck(check, outcome, payload)
+    else:
+        with progress.step(f"EM with K = {num_components}"):
+            finish_em(_fit_counts(em_fit, counts, num_components, groups, key_fit,
+                                  fit_options, args.shrinkage))
     return outcome
+
+
+def _fit_counts(em_fit, counts, num_components, groups, key, fit_options, shrinkage):
+    """EM of the global model, or of per-group weights shrunk towards the
+    population mix by ``shrinkage`` pseudo-baskets (the global fit first, then
+    MAP-EM of the groups from it: ``models.multinomial_mixture.shrinkage_prior``)."""
+    from latentmix.models import multinomial_mixture as mm
+
+    if groups is None or not shrinkage:
+        return em_fit(counts, num_components, groups=groups, rng_key=key,
+                      **fit_options)
+    population = em_fit(counts, num_components, rng_key=key, **fit_options)
+    num_groups = len(mm.encode_groups(groups)[1])
+    start = mm.MultinomialMixtureParams(
+        np.tile(np.asarray(population.params.weights), (num_groups, 1)),
+        np.asarray(population.params.probs))
+    options = {**fit_options, "num_restarts": 1,
+               "prior": mm.shrinkage_prior(population.params.weights, shrinkage,
+                                           fit_options["prior"])}
+    return em_fit(counts, num_components, groups=groups, init=start, **options)
+
+
+def _warn_unobserved(counts, categories, pseudocount, run_state: Run,
+                     rows: str = "input") -> None:
+    """One note naming the categories that no row of ``counts`` holds."""
+    totals = np.asarray(counts.sum(axis=0)).ravel()
+    missing = [str(categories[j]) for j in np.flatnonzero(totals == 0)]
+    if not missing or pseudocount > 0:
+        return
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more"
+                                       if len(missing) > 10 else "")
+    noun = "category" if len(missing) == 1 else "categories"
+    message = (f"DataWarning: {len(missing)} {noun}"
+               f" never observed in the {rows} rows ({shown}): without smoothing "
+               f"their probability is 0 in every segment, and a basket holding one "
+               f"has log-likelihood -inf; pass --pseudocount {HELDOUT_PSEUDOCOUNT} "
+               f"to smooth them")
+    run_state.notes.append(message)
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """What ``fit.py`` writes: params.json, the per-row CSV, posterior, figures, report.
 
-``finish`` writes ``params.json`` first, then the per-row CSV (``predictions.csv``
-or ``assignments.csv``), the NUTS draws (``posterior.nc``), the figures and
-``report.html``, each atomically. While a fit runs, ``Partial`` holds what is
-already computed (e.g. the K values of a sweep that finished), so that an
-interrupted run still writes it with status "interrupted".
+``params.json`` is written first, with status "running", as soon as the output
+folder is held and the data are valid (``Run.begin``), rewritten with what is
+known after every major step (the EM fit, a finished K of a sweep), and written
+last by ``finish`` with
+the final status ("ok", "check_failed" when a cross-check failed,
+"interrupted", "output_failed") and the list of files written, every time
+atomically. The per-row CSV (``predictions.csv`` or ``assignments.csv``) is
+written as soon as the EM fit exists, so that an interrupted NUTS run keeps it;
+then come the NUTS draws (``posterior.nc``), the figures and ``report.html``. A
+figure that cannot be drawn is a recorded warning, never lost results.
 """
 
 import sys
@@ -22,13 +27,13 @@ from latentmix.scripts.report import Report
 
 __all__ = [
     "Outcome",
-    "Partial",
+    "Run",
     "finish",
     "gmm_scatter_figure",
     "predictions_figure",
     "segment_map_figure",
     "selection_figure",
-    "write_interrupted",
+    "write_posterior",
 ]
 
 
@@ -44,75 +49,128 @@ class Outcome:
     idata: object = None  # ArviZ InferenceData of NUTS, written as netCDF
     checks_failed: bool = False
     check_messages: list = field(default_factory=list)
+    verdict: str | None = None  # one line: the cross-check's result
 
 
 @dataclass
-class Partial:
-    """What an interrupted run can still write: the folder and the payload so far."""
+class Run:
+    """One invocation's output state: the folder, the payload so far, the files."""
 
+    args: object
     out: Path | None = None
     payload: dict = field(default_factory=dict)
+    files: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    started: bool = False
+
+    def start(self, out: Path) -> None:
+        """The folder is held (nothing is written before the data are valid)."""
+        self.out = out
+        self.payload = {"model": self.args.model}
+
+    def begin(self, payload: dict) -> None:
+        """The data are valid and fitting starts: params.json says "running"."""
+        self.payload = payload
+        self.started = True
+        self.write_params("running")
+
+    def write_params(self, status: str, **extra) -> None:
+        """params.json with everything known so far (atomic)."""
+        payload = dict(self.payload)
+        payload.update({
+            "status": status,
+            "warnings": list(dict.fromkeys(self.notes)),
+            "seed": self.args.seed,
+            "device": jax.default_backend(),
+            "dtype": self.args.dtype,
+            "data": str(self.args.data),
+            "command": sys.argv,
+            "files": sorted(set(self.files) | {"params.json"}),
+            **extra,
+        })
+        rt.write_json(self.out / "params.json", payload)
+
+    def write_rows(self, outcome: "Outcome") -> None:
+        """The per-row CSV, as soon as it exists."""
+        rt.atomic_write_text(self.out / outcome.rows_name,
+                             outcome.rows.to_csv(index=False))
+        self._wrote(outcome.rows_name)
+
+    def _wrote(self, name: str) -> None:
+        if name not in self.files:
+            self.files.append(name)
 
 
-def finish(args, out: Path, outcome: Outcome, notes: list, status: str) -> None:
-    """params.json first, then rows, netCDF, figures, and the HTML report."""
-    payload = dict(outcome.payload)
-    payload.update({
-        "status": status,
-        "warnings": notes + outcome.check_messages,
-        "seed": args.seed,
-        "device": jax.default_backend(),
-        "dtype": args.dtype,
-        "data": str(args.data),
-        "command": sys.argv,
-    })
-    rt.write_json(out / "params.json", payload)
-    rt.atomic_write_text(out / outcome.rows_name, outcome.rows.to_csv(index=False))
-    if outcome.idata is not None:
-        with tempfile.TemporaryDirectory(dir=out) as scratch:
-            target = Path(scratch) / "posterior.nc"
-            outcome.idata.to_netcdf(str(target))
-            rt.atomic_write_bytes(out / "posterior.nc", target.read_bytes())
-    figure_warnings: list = []
-    figures = []
-    for figure_fn in outcome.figures:
-        try:
-            path, caption = figure_fn(out)
-        except Exception as error:  # a plot failure must not lose the results
-            figure_warnings.append(f"figure failed: {error}")
-            continue
-        figures.append((path, caption))
-    for message in figure_warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    report = Report(f"latentmix fit: {args.model} on {Path(args.data).name}")
-    report.paragraph(f"Status: {status}. Method: {args.method}. Seed: {args.seed}. "
-                     f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.")
-    report.warnings(notes + outcome.check_messages + figure_warnings)
-    summary = {key: value for key, value in outcome.payload.items()
-               if isinstance(value, int | float | str | bool)}
-    report.table(pd.DataFrame({"value": summary}).rename_axis("item"),
-                 caption="Summary")
-    for caption, table in outcome.tables:
-        report.table(table, caption=caption)
-    for path, caption in figures:
-        report.figure(path, caption)
-    rt.atomic_write_text(out / "report.html", report.render())
+def write_posterior(run: Run, idata) -> None:
+    """The NUTS draws as netCDF (atomic: through a hidden temporary folder)."""
+    out = run.out
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as scratch:
+        target = Path(scratch) / "posterior.nc"
+        idata.to_netcdf(str(target))
+        rt.atomic_write_bytes(out / "posterior.nc", target.read_bytes())
+    run._wrote("posterior.nc")
 
 
-def write_interrupted(args, partial: Partial) -> None:
-    """Write what a run had when it was interrupted (never raises)."""
-    if partial.out is None:
-        return
-    payload = dict(partial.payload)
-    payload.update({"status": "interrupted", "seed": args.seed,
-                    "data": str(args.data)})
+def finish(run: Run, outcome: Outcome, status: str) -> None:
+    """Rows, netCDF, figures and the HTML report, then params.json last.
+
+    An output failure on the way is recorded as status "output_failed" (when
+    params.json can still be written) and raised.
+    """
+    args, out = run.args, run.out
+    run.payload = dict(outcome.payload)
     try:
-        rt.write_json(Path(partial.out) / "params.json", payload)
-    except OSError as error:
-        print(f"warning: could not write partial results: {error}", file=sys.stderr)
+        run.write_rows(outcome)
+        if outcome.idata is not None:
+            write_posterior(run, outcome.idata)
+        figures = []
+        for figure_fn in outcome.figures:
+            try:
+                path, caption = figure_fn(out)
+            except Exception as error:  # a plot failure must not lose the results
+                run.notes.append(f"figure failed: {error}")
+                print(f"warning: {run.notes[-1]}", file=sys.stderr)
+                continue
+            run._wrote(Path(path).name)
+            figures.append((path, caption))
+        report = Report(f"latentmix fit: {args.model} on {Path(args.data).name}")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        report.paragraph(f"Status: {status}. Method: {args.method}. Seed: "
+                         f"{args.seed}. Generated {stamp}.")
+        if outcome.verdict:
+            report.paragraph(f"Cross-check: {outcome.verdict}")
+        report.warnings(list(dict.fromkeys(run.notes)))
+        summary = {key: value for key, value in outcome.payload.items()
+                   if isinstance(value, int | float | str | bool)}
+        report.table(pd.DataFrame({"value": summary}).rename_axis("item"),
+                     caption="Summary")
+        for caption, table in outcome.tables:
+            report.table(table, caption=caption)
+        for path, caption in figures:
+            report.figure(path, caption)
+        rt.atomic_write_text(out / "report.html", report.render())
+        run._wrote("report.html")
+    except rt.OutputError as error:
+        try:
+            run.write_params("output_failed", error=str(error))
+        except rt.OutputError:
+            pass
+        raise
+    extra = {"verdict": outcome.verdict} if outcome.verdict else {}
+    run.write_params(status, **extra)
 
 
 # ------------------------------------------------------------------ figures
+
+
+def _saved(fig, path) -> Path:
+    """Save ``fig`` atomically; raise (with the reason) when it cannot be."""
+    messages: list = []
+    saved = rt.save_figure(fig, path, messages)
+    if saved is None:
+        raise RuntimeError(messages[0] if messages else f"could not write {path}")
+    return saved
 
 
 def predictions_figure(rows, out):
@@ -127,7 +185,7 @@ def predictions_figure(rows, out):
     ax.set_xlabel("posterior predictive mean")
     ax.set_ylabel("observed target")
     ax.legend()
-    return rt.save_figure(fig, out / "predictions.png"), "Observed against predicted"
+    return _saved(fig, out / "predictions.png"), "Observed against predicted"
 
 
 def selection_figure(table: pd.DataFrame, criterion: str, out, name: str):
@@ -149,7 +207,7 @@ def selection_figure(table: pd.DataFrame, criterion: str, out, name: str):
         axes[1].set_ylabel("mean training log-likelihood")
     axes[1].set_xlabel("K")
     fig.suptitle(f"Choice of K (criterion: {criterion})")
-    return rt.save_figure(fig, out / name), f"Model selection ({criterion})"
+    return _saved(fig, out / name), f"Model selection ({criterion})"
 
 
 def gmm_scatter_figure(x, columns, params, resp, out):
@@ -167,7 +225,7 @@ def gmm_scatter_figure(x, columns, params, resp, out):
                                  angle=angle, fill=False, lw=1.2))
     ax.set_xlabel(columns[0])
     ax.set_ylabel(columns[1])
-    return (rt.save_figure(fig, out / "components.png"),
+    return (_saved(fig, out / "components.png"),
             "Data coloured by component, with 1- and 2-sd ellipses of the EM fit")
 
 
@@ -178,6 +236,6 @@ def segment_map_figure(coords, weights, out):
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     plot_segment_map(coords, weights, ax=ax)
-    return (rt.save_figure(fig, out / "segment_map.png"),
+    return (_saved(fig, out / "segment_map.png"),
             "Segments: classical MDS of L1 distances between category profiles, "
             "sized by weight")

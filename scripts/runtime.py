@@ -5,11 +5,21 @@ Exit codes (RELIABILITY.md, section b): 0 ok (warnings allowed), 2 bad arguments
 
 Output is written atomically: a temporary file in the destination folder, then
 ``os.replace``, so a crash never leaves a half-written file. The output folder is
-checked for writability before any fitting starts.
+checked for writability before any fitting starts, and held by one run at a time
+(``OutputFolder``: a lock, stale temporary files of a killed run removed, the
+previous run's files removed on ``--overwrite``).
+
+Signals are handled in one place (``interrupts``): SIGINT and SIGTERM only set a
+flag, which the progress lines and the chunked samplers' callbacks turn into a
+``KeyboardInterrupt`` at their next boundary (a few seconds at most), never
+inside an XLA computation or callback; a second signal removes this run's
+temporary files and exits at once with status 130.
 """
 
+import fcntl
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -33,18 +43,19 @@ class UsageError(ValueError):
     """Bad command-line arguments (exit status 2)."""
 
 
-def prepare_output_dir(path, *, overwrite: bool, marker: str = "params.json") -> Path:
+def prepare_output_dir(path, *, overwrite: bool, marker: str = "params.json",
+                       check_marker: bool = True) -> Path:
     """Create ``path`` if needed and prove it writable before any work starts.
 
     An existing ``marker`` file means a previous run's results are there: refuse
-    unless ``overwrite``.
+    unless ``overwrite`` (``check_marker=False`` leaves that to the caller).
     """
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"cannot create output folder {path}: {error}") from None
-    if (path / marker).exists() and not overwrite:
+    if check_marker and (path / marker).exists() and not overwrite:
         raise UsageError(
             f"{path} already holds results ({marker}); pass --overwrite or choose "
             f"another --out"
@@ -57,12 +68,101 @@ def prepare_output_dir(path, *, overwrite: bool, marker: str = "params.json") ->
     return path
 
 
+# atomic_write_bytes' temporary files: "." + the target's name + "." + mkstemp's
+# eight random characters.
+_TEMPORARY = re.compile(r"\.[^/]+\.[A-Za-z0-9_]{8}")
+
+
+class OutputFolder:
+    """One run's hold on its output folder, for the length of a ``with`` block.
+
+    On entry: the folder is created and proved writable; a lock on the folder
+    itself (``fcntl.flock`` on its descriptor: no lock file is left behind)
+    makes a second run into the same folder fail at once with ``OutputError``
+    (exit 5) instead of mixing its files with this run's; hidden temporary
+    files left by a killed run are removed; an
+    existing ``marker`` (a previous run's params.json) needs ``overwrite``, and
+    then the files that run listed (params.json "files") are removed, so no
+    output of another model stays beside the new ones. On exit the lock is
+    released.
+    """
+
+    def __init__(self, path, *, overwrite: bool, marker: str = "params.json"):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.marker = marker
+        self._lock = None
+
+    def __enter__(self) -> "OutputFolder":
+        path = prepare_output_dir(self.path, overwrite=self.overwrite,
+                                  marker=self.marker, check_marker=False)
+        try:
+            self._lock = os.open(path, os.O_RDONLY)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            self._lock = None
+            raise OutputError(
+                f"{path} is being written by another run right now; wait for it "
+                f"to finish or choose another --out") from None
+        except OSError as error:
+            raise OutputError(f"cannot lock output folder {path}: {error}") from None
+        self._remove_stale_temporaries()
+        previous = path / self.marker
+        if previous.exists():
+            if not self.overwrite:
+                self.__exit__(None, None, None)
+                raise UsageError(
+                    f"{path} already holds results ({self.marker}); pass "
+                    f"--overwrite or choose another --out")
+            self._remove_previous_outputs(previous)
+        return self
+
+    def __exit__(self, *exc):
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    def _remove_stale_temporaries(self) -> None:
+        """Hidden ``.name.XXXX`` files and ``.tmp-*`` folders of atomic writes
+        that a killed run left (no other run can be writing: we hold the lock)."""
+        import shutil
+
+        for entry in self.path.iterdir():
+            name = entry.name
+            if not name.startswith("."):
+                continue
+            if entry.is_dir() and name.startswith(".tmp-"):
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_file() and (name.startswith(".write-test-")
+                                      or _TEMPORARY.fullmatch(name)):
+                entry.unlink(missing_ok=True)
+
+    def _remove_previous_outputs(self, previous: Path) -> None:
+        import shutil
+
+        try:
+            listed = json.loads(previous.read_text()).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            listed = []
+        for name in [*listed, self.marker]:
+            target = (self.path / str(name)).resolve()
+            if target.parent != self.path.resolve():
+                continue  # only files directly inside the folder
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path, payload: bytes) -> Path:
     """Write ``payload`` to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        register_temporary(temporary)
         try:
             with os.fdopen(handle, "wb") as stream:
                 stream.write(payload)
@@ -75,6 +175,8 @@ def atomic_write_bytes(path, payload: bytes) -> Path:
             if os.path.exists(temporary):
                 os.unlink(temporary)
             raise
+        finally:
+            forget_temporary(temporary)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error}") from None
     return path
@@ -154,7 +256,7 @@ def save_figure(fig, path, warnings_list: list | None = None):
     """Atomically save a matplotlib figure as PNG; a failure is a warning, not fatal.
 
     Returns the path, or None when plotting failed (the message is appended to
-    ``warnings_list`` and printed to stderr).
+    ``warnings_list``, or printed to stderr when there is none).
     """
     import io
 
@@ -168,29 +270,78 @@ def save_figure(fig, path, warnings_list: list | None = None):
     except Exception as error:  # a plot must never cost the user the results
         message = f"could not write figure {path}: {error}"
         if warnings_list is not None:
-            warnings_list.append(message)
-        print(f"warning: {message}", file=sys.stderr)
+            warnings_list.append(message)  # the caller reports it
+        else:
+            print(f"warning: {message}", file=sys.stderr)
         return None
     finally:
         plt.close(fig)
 
 
-@contextmanager
-def interrupt_as_keyboard_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt for the duration of the block.
+_INTERRUPT = {"requested": False, "temporary": set()}
 
-    A jitted computation cannot be interrupted from inside; Python raises the
-    interrupt as soon as control returns from XLA, between fits.
+
+def interrupt_requested() -> bool:
+    """True once SIGINT or SIGTERM arrived during ``interrupts()``."""
+    return _INTERRUPT["requested"]
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt when an interrupt was requested (call between
+    chunks of work: never inside jitted code)."""
+    if _INTERRUPT["requested"]:
+        raise KeyboardInterrupt("interrupt requested")
+
+
+def register_temporary(path) -> None:
+    """A file that a second interrupt must remove before exiting."""
+    _INTERRUPT["temporary"].add(str(path))
+
+
+def forget_temporary(path) -> None:
+    _INTERRUPT["temporary"].discard(str(path))
+
+
+@contextmanager
+def interrupts():
+    """SIGINT and SIGTERM set a flag (``check_interrupt`` raises at the next
+    boundary); a second one removes registered temporary files and exits 130.
+
+    The first signal also prints how to quit at once. Outside the block the
+    previous handlers are restored.
     """
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        if _INTERRUPT["requested"]:
+            for path in list(_INTERRUPT["temporary"]):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            os.write(2, b"interrupted again: exiting now\n")
+            os._exit(EXIT_INTERRUPTED)
+        _INTERRUPT["requested"] = True
+        os.write(2, b"interrupt requested: stopping at the next checkpoint "
+                    b"(a few seconds); interrupt again to quit at once\n")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    _INTERRUPT["requested"] = False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def chunk_callback(progress, label: str):
+    """A callback for the chunked samplers and optimisers: one progress line per
+    chunk, and an interrupt checkpoint."""
+
+    def callback(done, total):
+        progress(f"{label}: {done}/{total}")
+
+    return callback
 
 
 def collect_warnings(categories, fn, messages: list):
@@ -238,6 +389,7 @@ class Progress:
         if not self.quiet:
             elapsed = time.perf_counter() - self.start
             print(f"[{elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
+        check_interrupt()
 
     @contextmanager
     def step(self, message: str):

@@ -281,8 +281,12 @@ def test_strict_turns_failed_diagnostics_into_exit_4(files, tmp_path):
                      "--target", "y", "--method", "nuts", "--num-samples", "10",
                      "--num-warmup", "20", "--strict", "--out", str(out), "--quiet")
     assert result.returncode == 4, result.stderr
-    assert "diagnostics failed" in result.stderr
-    assert json.loads((out / "params.json").read_text())["status"] == "ok"
+    assert "cross-check failed (--strict)" in result.stderr
+    assert "NUTS diagnostics" in result.stderr
+    # issue 12: a failed check is recorded as such, never "ok"
+    payload = json.loads((out / "params.json").read_text())
+    assert payload["status"] == "check_failed"
+    assert "NUTS diagnostics" in payload["verdict"]
 
 
 def test_interrupt_writes_partial_results_and_exits_130(files, tmp_path):

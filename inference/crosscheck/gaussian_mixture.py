@@ -87,6 +87,7 @@ def crosscheck_gaussian_mixture(
     label_switching: bool = False,
     progress_fn=None,
     callback=None,
+    em_fn=None,
 ) -> CrossCheck:
     """Fit a Gaussian mixture by EM, then by ``methods``, and compare.
 
@@ -108,6 +109,8 @@ def crosscheck_gaussian_mixture(
         (and check that the raw draws switch); otherwise every chain starts at
         the EM fit itself.
       progress_fn: optional callable receiving one line per step.
+      em_fn: optional callable receiving the EM result as soon as it exists
+        (e.g. to write it before the slower methods run).
       callback: passed to the chunked samplers and optimisers
         (``inference.mcmc.run_nuts``): progress within a step, interrupts.
 
@@ -138,6 +141,8 @@ def crosscheck_gaussian_mixture(
         # Same shapes and static options: the compiled program is reused.
         fits["em"] = fit_gaussian_mixture(x, num_components, **options)
     em = fits["em"]
+    if em_fn is not None:
+        em_fn(em)
     with timed_step("scikit-learn cross-check", progress_fn, seconds):
         start = naive_start(x, num_components, covariance_type,
                             int(jax.random.randint(keys["start"], (), 0, 2**31 - 1)))

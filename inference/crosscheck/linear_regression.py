@@ -109,6 +109,8 @@ def crosscheck_linear_regression(
     vi_final_lr_ratio: float = 1e-3,
     true_noise_precision: float | None = None,
     progress_fn=None,
+    callback=None,
+    em_fn=None,
 ) -> CrossCheck:
     """Fit y ~ X by EM and the closed form, then by ``methods``, and compare.
 
@@ -126,6 +128,10 @@ def crosscheck_linear_regression(
       true_noise_precision: for simulated data, adds a check of the EM noise
         precision against the truth.
       progress_fn: optional callable receiving one line per step.
+      callback: passed to the chunked samplers and optimisers (progress within
+        a step, interrupts; ``inference.mcmc.run_nuts``).
+      em_fn: optional callable receiving the EM result as soon as it exists
+        (e.g. to write it before the slower methods run).
 
     Returns:
       ``CrossCheck``: ``fits`` holds "em" (EMResult), "closed_form"
@@ -148,13 +154,15 @@ def crosscheck_linear_regression(
     seconds: dict = {}
     with timed_step("EM for the precisions", progress_fn, seconds):
         em, em_init, log_evidences = fit_em_with_restarts(X, y)
+    if em_fn is not None:
+        em_fn(em)
     fixed = {"prior_precision": float(em.params.prior_precision),
              "noise_precision": float(em.params.noise_precision)}
     with timed_step("closed form", progress_fn, seconds):
         exact = posterior(X, y, **fixed)
     mean, cov = np.asarray(exact.mean), np.asarray(exact.cov)
     sd = np.sqrt(np.diag(cov))
-    problem = _Problem(X, y, fixed, mean, cov, sd)
+    problem = _Problem(X, y, fixed, mean, cov, sd, callback)
     rows = [_check_closed_form(problem)]
     em_rows, sklearn = _check_em(problem, em, em_init, true_noise_precision)
     rows += em_rows
@@ -304,9 +312,10 @@ def hierarchical_reference(X, y, em_precisions, num_points=(160, 120)):
 class _Problem:
     """Data with the EM precisions and the exact posterior at them."""
 
-    def __init__(self, X, y, fixed, mean, cov, sd):
+    def __init__(self, X, y, fixed, mean, cov, sd, callback=None):
         self.X, self.y, self.fixed = X, y, fixed
         self.mean, self.cov, self.sd = mean, cov, sd
+        self.callback = callback  # of the chunked samplers and optimisers
 
 
 def _row(check, method, reference, mean_diff, sd_diff, statistic, tolerance,
@@ -387,7 +396,8 @@ def _check_em(problem, em, em_init, true_noise_precision=None):
 
 def _check_map(problem, rng_key, num_steps):
     fit, w_map = regression_map(problem.X, problem.y, rng_key=rng_key,
-                                num_steps=num_steps, **problem.fixed)
+                                num_steps=num_steps, callback=problem.callback,
+                                **problem.fixed)
     mean_diff = np.max(np.abs(w_map - problem.mean) / problem.sd)
     return _row("posterior mode", "MAP", "closed-form mean", mean_diff, np.nan,
                 mean_diff, MAP_TOL, "max |diff| / posterior sd <= tol",
@@ -400,7 +410,8 @@ def _check_vi(problem, rng_key, method, sizes):
     w_std = A w + c the optimiser ran in: there N(A m + c, A S A^T)."""
     guide = "mvn" if method == "vi" else "normal"
     fit, weights_map = regression_vi(problem.X, problem.y, rng_key=rng_key,
-                                     guide=guide, **sizes, **problem.fixed)
+                                     guide=guide, callback=problem.callback,
+                                     **sizes, **problem.fixed)
     matrix = np.asarray(weights_map.matrix)
     exact_mean = matrix @ problem.mean + np.asarray(weights_map.offset)
     exact_cov = matrix @ problem.cov @ matrix.T
@@ -447,7 +458,7 @@ def _check_nuts(problem, rng_key, sizes):
     """NUTS with the precisions fixed: z-scores of means and sds, and the
     diagnostics gate (``crosscheck.table.diagnostics_row``)."""
     idata = regression_nuts(problem.X, problem.y, rng_key=rng_key, **sizes,
-                            **problem.fixed)
+                            callback=problem.callback, **problem.fixed)
     w = idata.posterior["w"].values
     z_mean, z_sd = _nuts_scores(w, problem.mean, problem.sd)
     statistic = max(np.max(np.abs(z_mean)), np.max(np.abs(z_sd)))
@@ -462,7 +473,8 @@ def _check_nuts(problem, rng_key, sizes):
 def _check_nuts_hierarchical(problem, rng_key, sizes):
     """NUTS with both precisions sampled vs 2-D quadrature of the exact marginal."""
     idata = regression_nuts(problem.X, problem.y, rng_key=rng_key, **sizes,
-                            init_precisions=tuple(problem.fixed.values()))
+                            init_precisions=tuple(problem.fixed.values()),
+                            callback=problem.callback)
     table = diagnostics(idata)
     exact = hierarchical_reference(problem.X, problem.y,
                                    tuple(problem.fixed.values()))

@@ -83,6 +83,7 @@ def crosscheck_multinomial_mixture(
     label_switching: bool = False,
     progress_fn=None,
     callback=None,
+    em_fn=None,
 ) -> CrossCheck:
     """Fit a mixture of multinomials by EM, then by ``methods``, and compare.
 
@@ -102,6 +103,8 @@ def crosscheck_multinomial_mixture(
       label_switching: start NUTS chains in rolled labellings of the EM fit (and
         check that the raw draws switch).
       progress_fn: optional callable receiving one line per step.
+      em_fn: optional callable receiving the EM result as soon as it exists
+        (e.g. to write it before the slower methods run).
       callback: passed to the chunked samplers and optimisers (progress within
         a step, interrupts; ``inference.mcmc.run_nuts``).
 
@@ -129,6 +132,8 @@ def crosscheck_multinomial_mixture(
                                      max_iters=max_iters, prior=prior,
                                      rng_key=keys["em"])
     fits["em"] = em
+    if em_fn is not None:
+        em_fn(em)
     rows = [check_against_scipy(em.params, counts, codes), check_monotone(em)]
     sites = _em_sites(em.params, codes)
     reference = mm.MultinomialMixtureParams(sites["weights"], sites["probs"])

@@ -38,6 +38,8 @@ __all__ = [
     "next_carry",
     "run_em",
     "stopping_rule_met",
+    "TRACE_LIMIT",
+    "trace_length",
 ]
 
 
@@ -63,7 +65,9 @@ class EMResult(NamedTuple):
         linear regression the log evidence).
     num_iters: number of EM iterations (M-steps) performed.
     converged: True only when the stopping rule above fired on finite values.
-    trace: (max_iters,) objective at the start of each iteration, NaN after the stop.
+    trace: (min(max_iters, TRACE_LIMIT),) objective at the start of each
+        iteration, NaN after the stop (iterations beyond ``TRACE_LIMIT`` run,
+        but are not recorded: the memory of a fit never grows with max_iters).
     """
 
     params: Any
@@ -141,6 +145,17 @@ def stopping_rule_met(objective, delta, tol, rtol):
     )
 
 
+# The trace records at most this many iterations (0.8 MB per restart in
+# float64): EM needs tens to thousands, and a bound such as max_iters=10**9 must
+# not allocate gigabytes.
+TRACE_LIMIT = 100_000
+
+
+def trace_length(max_iters: int) -> int:
+    """Length of ``EMResult.trace`` for a bound of ``max_iters`` iterations."""
+    return min(max_iters, TRACE_LIMIT)
+
+
 def initial_carry(params, max_iters: int, dtype, num_restarts=None) -> EMCarry:
     """The state before the first iteration (one per restart if num_restarts)."""
     batch = () if num_restarts is None else (num_restarts,)
@@ -149,7 +164,7 @@ def initial_carry(params, max_iters: int, dtype, num_restarts=None) -> EMCarry:
         objective=jnp.full(batch, -jnp.inf, dtype),
         delta=jnp.full(batch, jnp.inf, dtype),
         num_iters=jnp.zeros(batch, jnp.int32),
-        trace=jnp.full(batch + (max_iters,), jnp.nan, dtype),
+        trace=jnp.full(batch + (trace_length(max_iters),), jnp.nan, dtype),
     )
 
 
@@ -248,23 +263,30 @@ def continue_best(screened, restart, max_iters: int):
     best = jnp.argmax(jnp.where(failed, -jnp.inf, results.log_likelihood))
     first = jax.tree_util.tree_map(lambda a: a[best], results)
 
+    length = trace_length(max_iters)
+
+    def joined(*traces):
+        """Traces end to end, cut or NaN-padded to ``length``."""
+        trace = jnp.concatenate(traces, axis=-1)[..., :length]
+        padding = jnp.full(trace.shape[:-1] + (length - trace.shape[-1],), jnp.nan,
+                           trace.dtype)
+        return jnp.concatenate([trace, padding], axis=-1)
+
     def go_on(_):
         result, reseeds, has_failed = restart(first.params)
+        # The continued run's trace starts where screening stopped: the
+        # first num_iters entries of the screening trace are filled.
         return result._replace(
             num_iters=first.num_iters + result.num_iters,
-            trace=jnp.concatenate([first.trace, result.trace]),
+            trace=joined(first.trace, result.trace),
         ), num_reseeds[best] + reseeds, has_failed
 
     def stay(_):
-        padding = jnp.full(max_iters - first.trace.shape[0], jnp.nan,
-                           first.trace.dtype)
-        return first._replace(trace=jnp.concatenate([first.trace, padding])), (
-            num_reseeds[best]), failed[best]
+        return first._replace(trace=joined(first.trace)), num_reseeds[best], (
+            failed[best])
 
     stopped = first.converged | failed[best]
     final, reseeds, has_failed = jax.lax.cond(stopped, stay, go_on, None)
-    padding = jnp.full((results.trace.shape[0], max_iters - results.trace.shape[1]),
-                       jnp.nan, results.trace.dtype)
-    results = results._replace(trace=jnp.concatenate([results.trace, padding], 1))
+    results = results._replace(trace=joined(results.trace))
     results = jax.tree_util.tree_map(lambda a, b: a.at[best].set(b), results, final)
     return results, num_reseeds.at[best].set(reseeds), failed.at[best].set(has_failed)

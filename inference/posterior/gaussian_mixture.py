@@ -88,7 +88,8 @@ def gmm_nuts(x, num_components: int, *, covariance_type: str = "full", prior,
                          num_samples=num_samples,
                          init_params=starts if num_chains > 1 else starts[0],
                          dense_mass=dense_mass, callback=callback,
-                         covariance_type=covariance_type, prior=prior_std)
+                         laplace_mass=True, covariance_type=covariance_type,
+                         prior=prior_std)
     except SamplingInterrupted as interrupt:
         interrupt.idata = _to_data_units(interrupt.idata, amap, x)
         raise
