@@ -160,6 +160,13 @@ def numeric_matrix(frame: pd.DataFrame, columns, *, path) -> np.ndarray:
     out = np.empty((len(frame), len(columns)), dtype=np.float64)
     for j, name in enumerate(columns):
         raw = frame[name]
+        kind = getattr(raw.dtype, "kind", "O")
+        if kind in "mM" or isinstance(raw.dtype, pd.DatetimeTZDtype):
+            raise DataError(
+                f"{path}: column {name!r} holds dates or times ({raw.dtype}); "
+                f"leave it out of --columns, or convert it to a number yourself "
+                f"(e.g. days since the first date) if that is what you mean"
+            )
         if raw.dtype == bool:
             values = raw.to_numpy(dtype=np.float64)
         else:

@@ -84,12 +84,12 @@ def run_nuts(
 
     The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc``: the same
     transition, step-size and mass-matrix adaptation as ``MCMC(NUTS(model))``),
-    driven here in chunks of ``chunk_size`` transitions per chain, warmup
-    included: one compiled ``lax.scan`` serves every chunk, chains run in
-    parallel over the host devices (else vectorised). After every chunk
-    ``callback(draws_done, num_samples)`` runs (draws_done 0 during warmup);
-    when it raises ``KeyboardInterrupt`` (an interrupt requested in between),
-    ``SamplingInterrupted`` is raised carrying the draws made so far.
+    driven here in chunks of ``chunk_size`` transitions per chain (default 50
+    with a callback), warmup included: one compiled ``lax.scan`` serves every
+    chunk, chains run in parallel over the host devices (else vectorised).
+    After every chunk ``callback(draws_done, num_samples)`` runs (draws_done 0
+    during warmup); when it raises ``KeyboardInterrupt`` (an interrupt
+    requested in between), ``SamplingInterrupted`` is raised carrying the draws made so far.
     ``drop_sites``: sites left out of the posterior group (e.g. the
     standardised coordinates of a reparametrised model). ``laplace_mass``: start
     the mass matrix at the inverse Hessian of the potential at each chain's
@@ -104,7 +104,7 @@ def run_nuts(
     num_samples = check_int("num_samples", num_samples, minimum=1)
     total = num_warmup + num_samples
     if chunk_size is None:
-        chunk_size = total if callback is None else 100
+        chunk_size = total if callback is None else 50
     chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), total)
     num_chunks = -(-total // chunk_size)
     key_init, key_chains = jax.random.split(rng_key)

@@ -249,6 +249,8 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
     configure_jax(args)  # a missing GPU is a usage error: before any output
     with rt.OutputFolder(args.out, overwrite=args.overwrite) as folder:
         run_state.start(folder.path)
+        rt.on_abort(lambda: run_state.started and run_state.write_params(
+            "interrupted"))
         frame = read_table(args.data, sep=args.sep)
         fitter = {"linear-regression": fit_linear_regression,
                   "gaussian-mixture": fit_gaussian_mixture,

@@ -278,7 +278,7 @@ def save_figure(fig, path, warnings_list: list | None = None):
         plt.close(fig)
 
 
-_INTERRUPT = {"requested": False, "temporary": set()}
+_INTERRUPT = {"requested": False, "temporary": set(), "on_abort": None}
 
 
 def interrupt_requested() -> bool:
@@ -302,36 +302,82 @@ def forget_temporary(path) -> None:
     _INTERRUPT["temporary"].discard(str(path))
 
 
+def on_abort(fn) -> None:
+    """``fn()`` runs (from a helper thread) when a second signal ends the run,
+    e.g. to record status "interrupted"; None removes it."""
+    _INTERRUPT["on_abort"] = fn
+
+
+def _abort() -> None:
+    """The second signal: remove our temporary files, record, exit 130 now."""
+    for path in list(_INTERRUPT["temporary"]):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if _INTERRUPT["on_abort"] is not None:
+        try:
+            _INTERRUPT["on_abort"]()
+        except Exception:  # exiting anyway: nothing may stop it
+            pass
+    os.write(2, b"interrupted again: exiting now\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
 @contextmanager
 def interrupts():
     """SIGINT and SIGTERM set a flag (``check_interrupt`` raises at the next
-    boundary); a second one removes registered temporary files and exits 130.
+    boundary); a second one removes registered temporary files and exits 130
+    at once, even while an XLA computation runs.
 
-    The first signal also prints how to quit at once. Outside the block the
+    The Python-level handler only runs when the main thread next executes
+    Python code, which a long compiled computation delays; so the C-level
+    handler's wake-up byte (``signal.set_wakeup_fd``) is also read by a
+    helper thread, which counts the signals and, at the second, exits. The
+    first signal also prints how to quit at once. Outside the block the
     previous handlers are restored.
     """
+    import threading
 
     def handler(signum, frame):
-        if _INTERRUPT["requested"]:
-            for path in list(_INTERRUPT["temporary"]):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            os.write(2, b"interrupted again: exiting now\n")
-            os._exit(EXIT_INTERRUPTED)
-        _INTERRUPT["requested"] = True
-        os.write(2, b"interrupt requested: stopping at the next checkpoint "
-                    b"(a few seconds); interrupt again to quit at once\n")
+        if not _INTERRUPT["requested"]:
+            _INTERRUPT["requested"] = True
+            os.write(2, b"interrupt requested: stopping at the next checkpoint "
+                        b"(a few seconds); interrupt again to quit at once\n")
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def watch():
+        count = 0
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            count += sum(byte in (signal.SIGINT, signal.SIGTERM) for byte in data)
+            if count >= 2:
+                _abort()
 
     previous = {sig: signal.signal(sig, handler)
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="latentmix-interrupts",
+                               daemon=True)
+    watcher.start()
     _INTERRUPT["requested"] = False
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
             signal.signal(sig, old)
+        os.close(write_fd)  # the watcher reads b"" and ends
+        watcher.join(timeout=1.0)
+        os.close(read_fd)
+        _INTERRUPT["on_abort"] = None
 
 
 def chunk_callback(progress, label: str):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latentmix.data.validation import (
     check_int,
@@ -107,6 +108,7 @@ def fit_linear_regression(
       ``trace`` the log evidence per iteration (never decreasing).
     """
     X, y = check_regression_data(X, y)
+    _check_magnitudes(X, y)
     max_iters = check_int("max_iters", max_iters, minimum=0)
     check_nonnegative("tol", tol)
     check_positive("init_prior_precision", init_prior_precision)
@@ -123,11 +125,31 @@ def fit_linear_regression(
         jnp.asarray(tol, dtype),
         max_iters,
     )
+    num_iters = int(result.num_iters)
+    if not bool(jnp.isfinite(result.log_likelihood)):
+        raise FloatingPointError(
+            f"EM for the precisions produced a non-finite log evidence after "
+            f"{num_iters} iteration(s); rescale the columns of X and y (e.g. to "
+            f"unit standard deviation) or start from other precisions"
+        )
     if max_iters > 0 and not bool(result.converged):
-
         warn(
-            f"EM for the precisions did not converge in {max_iters} iterations "
-            f"(tol={tol}); increase max_iters or tol",
+            f"EM for the precisions did not converge in {num_iters} iterations "
+            f"(max_iters={max_iters}, tol={tol}); increase max_iters or tol",
             ConvergenceWarning,
         )
     return result
+
+
+def _check_magnitudes(X, y) -> None:
+    """Refuse data whose squares overflow float64 (X^T X, ||y||^2 are needed)."""
+    dtype = np.asarray(X).dtype
+    limit = np.sqrt(np.finfo(dtype).max / max(X.shape[0], 1)) / 10
+    for name, values in (("X", X), ("y", y)):
+        largest = float(np.max(np.abs(np.asarray(values)), initial=0.0))
+        if largest > limit:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g}: their squares summed over "
+                f"{X.shape[0]} rows overflow {dtype}; rescale the columns (e.g. "
+                f"divide each by its standard deviation) before fitting"
+            )

@@ -87,7 +87,8 @@ def resolve_dtype(dtype, max_row_total: float):
     """float32 or float64 (default: float64 in JAX's x64 mode).
 
     float32 with a basket above FLOAT32_MAX_EXACT items: float64 instead (with a
-    warning) when x64 is on, else a warning that precision is lost.
+    warning) when x64 is on, else an error: float32 cannot hold the counts, and
+    the log-likelihood would be silently wrong.
     """
     x64 = bool(jax.config.jax_enable_x64)
     if dtype is None:
@@ -107,10 +108,11 @@ def resolve_dtype(dtype, max_row_total: float):
                 f"integer range (2**24): fitting in float64 instead",
             )
             return jnp.dtype(jnp.float64)
-        warn(
+        raise ValueError(
             f"a basket holds {max_row_total:.0f} items, beyond float32's exact "
-            f"integer range (2**24): counts and their log-factorials lose precision; "
-            f"enable float64 with jax.config.update('jax_enable_x64', True)",
+            f"integer range (2**24): float32 cannot hold these counts and their "
+            f"log-likelihood would be wrong; fit in float64 (dtype=np.float64; "
+            f"--dtype float64 on the command line)"
         )
     return dtype
 
