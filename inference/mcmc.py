@@ -89,7 +89,8 @@ def run_nuts(
     chunk, chains run in parallel over the host devices (else vectorised).
     After every chunk ``callback(draws_done, num_samples)`` runs (draws_done 0
     during warmup); when it raises ``KeyboardInterrupt`` (an interrupt
-    requested in between), ``SamplingInterrupted`` is raised carrying the draws made so far.
+    requested in between), ``SamplingInterrupted`` is raised carrying the
+    draws made so far.
     ``drop_sites``: sites left out of the posterior group (e.g. the
     standardised coordinates of a reparametrised model). ``laplace_mass``: start
     the mass matrix at the inverse Hessian of the potential at each chain's
