@@ -269,6 +269,7 @@ def record_crosscheck(check, outcome: Outcome, payload: dict) -> None:
 
 def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
     from latentmix.data.tables import default_columns, numeric_matrix, require_columns
+    from latentmix.inference import BayesianLinearRegression
     from latentmix.inference.crosscheck import crosscheck_linear_regression
     from latentmix.inference.em import fit_linear_regression as em_fit
     from latentmix.models import linear_regression as lr
@@ -305,6 +306,10 @@ def fit_linear_regression(args, frame, progress, partial: Partial) -> Outcome:
                          "predicted_sd": np.sqrt(np.asarray(variance))})
     rows["residual"] = rows["y"] - rows["predicted_mean"]
     outcome = Outcome(payload, rows, "predictions.csv")
+    outcome.model = BayesianLinearRegression.from_result(
+        result, fit_intercept=not args.no_bias, penalize_intercept=True,
+        feature_names=features)
+    outcome.model_metadata = {"target": args.target}
     methods = bayesian_methods(args.method)
     if methods:
         check = crosscheck_linear_regression(
@@ -339,6 +344,7 @@ def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
         heldout_split,
         numeric_matrix,
     )
+    from latentmix.inference import GaussianMixture
     from latentmix.inference.crosscheck import crosscheck_gaussian_mixture
     from latentmix.inference.em import fit_gaussian_mixture as em_fit
     from latentmix.inference.selection import gmm_bic, select_num_components
@@ -400,6 +406,8 @@ def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
     for k in range(num_components):
         rows[f"resp_{k}"] = resp[:, k]
     outcome.rows = rows
+    outcome.model = GaussianMixture.from_result(
+        result, covariance_type=args.covariance_type, feature_names=columns)
     if methods:
         for name in ("map", "vi"):
             if name in check.fits:
@@ -413,6 +421,7 @@ def fit_gaussian_mixture(args, frame, progress, partial: Partial) -> Outcome:
 
 def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
     from latentmix.data.tables import basket_table, heldout_split
+    from latentmix.inference import MultinomialMixture
     from latentmix.inference.crosscheck import crosscheck_multinomial_mixture
     from latentmix.inference.em import fit_multinomial_mixture as em_fit
     from latentmix.inference.segments import segment_map, top_categories
@@ -489,6 +498,15 @@ def fit_multinomial_mixture(args, frame, progress, partial: Partial) -> Outcome:
     for k in range(num_components):
         rows[f"resp_{k}"] = np.where(labels >= 0, resp[:, k], np.nan)
     outcome.rows = rows
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    outcome.model = MultinomialMixture.from_result(
+        result, feature_names=categories, median_total=np.median(totals[totals > 0]),
+        group_labels=payload.get("group_labels"))
+    outcome.model_metadata = {
+        "format": args.format, "groups": args.groups,
+        "basket_column": args.basket_column,
+        "category_column": args.category_column,
+        "quantity_column": args.quantity_column}
     overall = np.asarray(counts.sum(axis=0)).ravel()
     outcome.tables.append(("Top categories per segment (by lift)",
                            top_categories(params, categories, overall / overall.sum())))

@@ -1,10 +1,12 @@
 """What ``fit.py`` writes: params.json, the per-row CSV, posterior, figures, report.
 
 ``finish`` writes ``params.json`` first, then the per-row CSV (``predictions.csv``
-or ``assignments.csv``), the NUTS draws (``posterior.nc``), the figures and
-``report.html``, each atomically. While a fit runs, ``Partial`` holds what is
-already computed (e.g. the K values of a sweep that finished), so that an
-interrupted run still writes it with status "interrupted".
+or ``assignments.csv``), the fitted model (``model.json`` and ``arrays.npz``,
+read by ``latentmix predict`` and ``latentmix.inference.load``), the NUTS draws
+(``posterior.nc``), the figures and ``report.html``, each atomically. While a
+fit runs, ``Partial`` holds what is already computed (e.g. the K values of a
+sweep that finished), so that an interrupted run still writes it with status
+"interrupted".
 """
 
 import sys
@@ -44,6 +46,8 @@ class Outcome:
     idata: object = None  # ArviZ InferenceData of NUTS, written as netCDF
     checks_failed: bool = False
     check_messages: list = field(default_factory=list)
+    model: object = None  # fitted estimator, saved for ``latentmix predict``
+    model_metadata: dict = field(default_factory=dict)  # how to read new rows
 
 
 @dataclass
@@ -68,6 +72,9 @@ def finish(args, out: Path, outcome: Outcome, notes: list, status: str) -> None:
     })
     rt.write_json(out / "params.json", payload)
     rt.atomic_write_text(out / outcome.rows_name, outcome.rows.to_csv(index=False))
+    if outcome.model is not None:  # model.json + arrays.npz (inference.load)
+        outcome.model.save(out, metadata={"data": str(args.data),
+                                          **outcome.model_metadata})
     if outcome.idata is not None:
         with tempfile.TemporaryDirectory(dir=out) as scratch:
             target = Path(scratch) / "posterior.nc"
