@@ -2,6 +2,7 @@
 
     latentmix demo [...]       the main job (scripts/demo.py)
     latentmix fit MODEL [...]  fit a model to your own table (scripts/fit.py)
+    latentmix predict [...]    apply a fitted model to new rows (scripts/predict.py)
     latentmix benchmark [...]  speed against scikit-learn (scripts/benchmark.py)
 
 Each subcommand is the same code as the script (``python scripts/fit.py ...``
@@ -18,6 +19,7 @@ __all__ = ["SUBCOMMANDS", "main"]
 SUBCOMMANDS = {
     "demo": ("demo", "run the three stories and write out/report.html"),
     "fit": ("fit", "fit a model to your own CSV or parquet file"),
+    "predict": ("predict", "apply a model saved by fit to new rows"),
     "benchmark": ("benchmark", "time the EM against scikit-learn and the machine"),
 }
 

@@ -461,6 +461,7 @@ def check_memory(args, num_rows: int, num_columns: int, num_components: int,
 
 def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.data.tables import default_columns, numeric_matrix, require_columns
+    from latentmix.inference import BayesianLinearRegression
     from latentmix.inference.crosscheck import crosscheck_linear_regression
     from latentmix.inference.em import fit_linear_regression as em_fit
     from latentmix.models import linear_regression as lr
@@ -498,6 +499,10 @@ def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
                          "predicted_sd": np.sqrt(np.asarray(variance))})
     rows["residual"] = rows["y"] - rows["predicted_mean"]
     outcome = Outcome(payload, rows, "predictions.csv")
+    outcome.model = BayesianLinearRegression.from_result(
+        result, fit_intercept=not args.no_bias, penalize_intercept=True,
+        feature_names=features)
+    outcome.model_metadata = {"target": args.target}
     _checkpoint(run_state, outcome)
     methods = bayesian_methods(args.method)
     if methods:
@@ -512,9 +517,12 @@ def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
 
 
 def _checkpoint(run_state: Run, outcome: Outcome) -> None:
-    """Write what exists (params.json, the per-row CSV) before slower steps."""
+    """Write what exists (params.json, the per-row CSV, the model) before
+    slower steps."""
     run_state.payload = dict(outcome.payload)
     run_state.write_rows(outcome)
+    if outcome.model is not None:
+        fit_report.write_model(run_state, outcome)
     run_state.write_params("running")
 
 
@@ -547,6 +555,7 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
         heldout_split,
         numeric_matrix,
     )
+    from latentmix.inference import GaussianMixture
     from latentmix.inference.crosscheck import crosscheck_gaussian_mixture
     from latentmix.inference.em import fit_gaussian_mixture as em_fit
     from latentmix.inference.selection import gmm_bic, select_num_components
@@ -608,6 +617,9 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
         for k in range(num_components):
             rows[f"resp_{k}"] = resp[:, k]
         outcome.rows = rows
+        outcome.model = GaussianMixture.from_result(
+            result._replace(params=params), covariance_type=args.covariance_type,
+            feature_names=columns)
         _checkpoint(run_state, outcome)
         if x.shape[1] >= 2:
             outcome.figures.append(lambda out: fit_report.gmm_scatter_figure(
@@ -636,6 +648,7 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
 
 def fit_multinomial_mixture(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.data.tables import basket_table, heldout_split
+    from latentmix.inference import MultinomialMixture
     from latentmix.inference.crosscheck import crosscheck_multinomial_mixture
     from latentmix.inference.em import fit_multinomial_mixture as em_fit
     from latentmix.inference.segments import segment_map, top_categories
@@ -719,6 +732,16 @@ def fit_multinomial_mixture(args, frame, progress, run_state: Run) -> Outcome:
         for k in range(num_components):
             rows[f"resp_{k}"] = np.where(labels >= 0, resp[:, k], np.nan)
         outcome.rows = rows
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        outcome.model = MultinomialMixture.from_result(
+            result, feature_names=categories,
+            median_total=np.median(totals[totals > 0]),
+            group_labels=payload.get("group_labels"))
+        outcome.model_metadata = {
+            "format": args.format, "groups": args.groups,
+            "basket_column": args.basket_column,
+            "category_column": args.category_column,
+            "quantity_column": args.quantity_column}
         _checkpoint(run_state, outcome)
         overall = np.asarray(counts.sum(axis=0)).ravel()
         outcome.tables.append(("Top categories per segment (by lift)",

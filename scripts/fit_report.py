@@ -8,7 +8,9 @@ the final status ("ok", "check_failed" when a cross-check failed,
 "interrupted", "output_failed") and the list of files written, every time
 atomically. The per-row CSV (``predictions.csv`` or ``assignments.csv``) is
 written as soon as the EM fit exists, so that an interrupted NUTS run keeps it;
-then come the NUTS draws (``posterior.nc``), the figures and ``report.html``. A
+then come the fitted model (``model.json`` and ``arrays.npz``, read by
+``latentmix predict`` and ``latentmix.inference.load``), the NUTS draws
+(``posterior.nc``), the figures and ``report.html``. A
 figure that cannot be drawn is a recorded warning, never lost results.
 """
 
@@ -50,6 +52,8 @@ class Outcome:
     checks_failed: bool = False
     check_messages: list = field(default_factory=list)
     verdict: str | None = None  # one line: the cross-check's result
+    model: object = None  # fitted estimator, saved for ``latentmix predict``
+    model_metadata: dict = field(default_factory=dict)  # how to read new rows
 
 
 @dataclass
@@ -112,6 +116,18 @@ def write_posterior(run: Run, idata) -> None:
     run._wrote("posterior.nc")
 
 
+def write_model(run: Run, outcome: Outcome) -> None:
+    """The fitted estimator as model.json + arrays.npz (``inference.load``)."""
+    try:
+        outcome.model.save(run.out, metadata={"data": str(run.args.data),
+                                              **outcome.model_metadata})
+    except OSError as error:
+        raise rt.OutputError(f"could not write the model into {run.out}: "
+                             f"{error}") from error
+    run._wrote("model.json")
+    run._wrote("arrays.npz")
+
+
 def finish(run: Run, outcome: Outcome, status: str) -> None:
     """Rows, netCDF, figures and the HTML report, then params.json last.
 
@@ -122,6 +138,8 @@ def finish(run: Run, outcome: Outcome, status: str) -> None:
     run.payload = dict(outcome.payload)
     try:
         run.write_rows(outcome)
+        if outcome.model is not None:
+            write_model(run, outcome)
         if outcome.idata is not None:
             write_posterior(run, outcome.idata)
         figures = []

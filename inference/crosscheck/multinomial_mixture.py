@@ -49,6 +49,7 @@ __all__ = [
     "check_against_scipy",
     "check_monotone",
     "crosscheck_multinomial_mixture",
+    "em_sites",
 ]
 
 METHODS = ("map", "vi", "nuts")
@@ -135,7 +136,7 @@ def crosscheck_multinomial_mixture(
     if em_fn is not None:
         em_fn(em)
     rows = [check_against_scipy(em.params, counts, codes), check_monotone(em)]
-    sites = _em_sites(em.params, codes)
+    sites = em_sites(em.params, codes)
     reference = mm.MultinomialMixtureParams(sites["weights"], sites["probs"])
     common = {"prior": prior, "groups": codes, "callback": callback}
     if "map" in methods:
@@ -172,8 +173,9 @@ def crosscheck_multinomial_mixture(
     return CrossCheck(make_table(rows), fits, idata)
 
 
-def _em_sites(params, codes) -> dict:
-    """The EM estimate as the NumPyro model's sites.
+def em_sites(params, codes) -> dict:
+    """The EM estimate as the NumPyro model's sites (``codes``: the group code
+    of every row, None for the global model).
 
     Grouped: the population weights are the mean of the group weights, and the
     concentration s of group_weights ~ Dirichlet(s w) is the moment estimate

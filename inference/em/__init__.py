@@ -7,8 +7,9 @@ prior, rng_key, devices, screen_iters, ...)`` returns the best restart's
 every restart fails; ``fit_<model>_restarts`` returns every restart
 (``EMRestarts``); ``fit_<model>_chunked`` fits rows streamed from a
 ``data.chunks.ChunkedRows`` (``fit_<model>`` also accepts one); and
-``fit_<model>_sweep`` fits a list of K in one compiled program. Defaults differ
-where the models' users expect them to: the GMM's are scikit-learn's
+``fit_<model>_sweep`` fits a list of K in one compiled program;
+``fit_gaussian_mixture_weighted`` takes a weight per row (``sample_weight``).
+Defaults differ where the models' users expect them to: the GMM's are scikit-learn's
 (max_iters=100, tol=1e-3), the multinomial's the tutorial's reference protocol
 made absolute (max_iters=1000, tol=1e-6 nats per basket; its package docstring
 says why). ``fit_linear_regression`` fits the evidence's two precisions.
@@ -28,6 +29,10 @@ from latentmix.inference.em.gaussian_mixture import (
     fit_gaussian_mixture_chunked,
     fit_gaussian_mixture_restarts,
     fit_gaussian_mixture_sweep,
+)
+from latentmix.inference.em.gaussian_mixture_weighted import (
+    fit_gaussian_mixture_weighted,
+    fit_gaussian_mixture_weighted_restarts,
 )
 from latentmix.inference.em.linear_regression import (
     LinearRegressionParams,
@@ -58,6 +63,8 @@ __all__ = [
     "fit_gaussian_mixture_chunked",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
+    "fit_gaussian_mixture_weighted",
+    "fit_gaussian_mixture_weighted_restarts",
     "fit_linear_regression",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",

@@ -13,6 +13,10 @@ import jax
 import numpy as np
 
 from latentmix.inference.mcmc import SamplingInterrupted, run_nuts
+from latentmix.inference.posterior.pointwise import (
+    add_log_likelihood,
+    gmm_log_likelihood,
+)
 from latentmix.inference.posterior.sizes import use_dense_mass
 from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.svi import fit_map, fit_vi
@@ -73,7 +77,9 @@ def gmm_nuts(x, num_components: int, *, covariance_type: str = "full", prior,
     dicts, one per chain, in the data's units); draws in the data's units.
 
     Returns InferenceData whose posterior holds the model's sites in the
-    data's units and whose observed_data is x itself. ``SamplingInterrupted``
+    data's units, whose observed_data is x itself and whose log_likelihood
+    holds log p(x_i | theta) per draw and row (``pointwise``, for ``az.loo``).
+    ``SamplingInterrupted``
     from the callback carries the draws so far, also in the data's units.
     """
     amap, x_std, prior_std = _standardised(x, num_components, covariance_type, prior)
@@ -91,9 +97,9 @@ def gmm_nuts(x, num_components: int, *, covariance_type: str = "full", prior,
                          laplace_mass=True, covariance_type=covariance_type,
                          prior=prior_std)
     except SamplingInterrupted as interrupt:
-        interrupt.idata = _to_data_units(interrupt.idata, amap, x)
+        interrupt.idata = _to_data_units(interrupt.idata, amap, x, covariance_type)
         raise
-    return _to_data_units(idata, amap, x)
+    return _to_data_units(idata, amap, x, covariance_type)
 
 
 def _standardised(x, num_components, covariance_type, prior):
@@ -113,8 +119,9 @@ def _numpy(sites: dict) -> dict:
     return {name: np.asarray(value) for name, value in sites.items()}
 
 
-def _to_data_units(idata, amap, x):
-    """The posterior group and observed "x" of ``idata`` in the data's units."""
+def _to_data_units(idata, amap, x, covariance_type):
+    """The posterior group and observed "x" of ``idata`` in the data's units,
+    and the log-likelihood of every row under every draw."""
     if idata is None:
         return None
     import xarray as xr
@@ -131,4 +138,6 @@ def _to_data_units(idata, amap, x):
         observed = out.observed_data.copy()
         observed["x"] = xr.DataArray(x, dims=out.observed_data["x"].dims)
         out.observed_data = observed
-    return out
+    draws = {name: out.posterior[name].values for name in out.posterior}
+    return add_log_likelihood(out, "x", gmm_log_likelihood(draws, x,
+                                                           covariance_type))

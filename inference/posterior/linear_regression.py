@@ -14,7 +14,11 @@ data's units (``vi_moments``).
 
 import numpy as np
 
-from latentmix.inference.mcmc import run_nuts
+from latentmix.inference.mcmc import SamplingInterrupted, run_nuts
+from latentmix.inference.posterior.pointwise import (
+    add_log_likelihood,
+    regression_log_likelihood,
+)
 from latentmix.inference.posterior.sizes import DENSE_MASS_MAX_DIM
 from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.svi import fit_map, fit_vi
@@ -92,7 +96,8 @@ def regression_nuts(X, y, *, prior_precision=None, noise_precision=None, rng_key
 
     ``init_precisions`` (prior, noise) starts sampled precisions there (e.g. the
     EM estimate); w starts at the prior mean. The posterior group holds "w"
-    (and the sampled precisions) in the data's units.
+    (and the sampled precisions) in the data's units; log_likelihood "y" holds
+    log N(y_i | x_i^T w, 1 / beta) per draw and row (``pointwise``).
     """
     weights_map = standardising_map(X, y)
     start = {"w_std": np.asarray(weights_map.offset)}
@@ -103,11 +108,25 @@ def regression_nuts(X, y, *, prior_precision=None, noise_precision=None, rng_key
             if fixed is None:
                 start[name] = np.asarray(value)
     dense = np.asarray(X).shape[1] + 2 <= DENSE_MASS_MAX_DIM
-    return run_nuts(model, X, y, rng_key=rng_key, num_chains=num_chains,
-                    num_warmup=num_warmup, num_samples=num_samples,
-                    init_params=start, dense_mass=dense, callback=callback,
-                    drop_sites=("w_std",), prior_precision=prior_precision,
-                    noise_precision=noise_precision, weights_map=weights_map)
+    try:
+        idata = run_nuts(model, X, y, rng_key=rng_key, num_chains=num_chains,
+                         num_warmup=num_warmup, num_samples=num_samples,
+                         init_params=start, dense_mass=dense, callback=callback,
+                         drop_sites=("w_std",), prior_precision=prior_precision,
+                         noise_precision=noise_precision, weights_map=weights_map)
+    except SamplingInterrupted as interrupt:
+        interrupt.idata = _with_log_likelihood(interrupt.idata, X, y,
+                                               noise_precision)
+        raise
+    return _with_log_likelihood(idata, X, y, noise_precision)
+
+
+def _with_log_likelihood(idata, X, y, noise_precision):
+    if idata is None:
+        return None
+    draws = {name: idata.posterior[name].values for name in idata.posterior}
+    return add_log_likelihood(idata, "y", regression_log_likelihood(
+        draws, np.asarray(X), np.asarray(y), noise_precision))
 
 
 def _weights(w_std, weights_map: WeightsMap) -> np.ndarray:
