@@ -11,7 +11,9 @@ every restart fails; ``fit_<model>_restarts`` returns every restart
 where the models' users expect them to: the GMM's are scikit-learn's
 (max_iters=100, tol=1e-3), the multinomial's the tutorial's reference protocol
 made absolute (max_iters=1000, tol=1e-6 nats per basket; its package docstring
-says why). ``fit_linear_regression`` fits the evidence's two precisions.
+says why). ``fit_linear_regression`` fits the evidence's two precisions;
+``fit_latent_class`` the latent class model (independent categorical answers)
+with the mixtures' restart contract.
 """
 
 from latentmix.inference.em.driver import (
@@ -28,6 +30,10 @@ from latentmix.inference.em.gaussian_mixture import (
     fit_gaussian_mixture_chunked,
     fit_gaussian_mixture_restarts,
     fit_gaussian_mixture_sweep,
+)
+from latentmix.inference.em.latent_class import (
+    fit_latent_class,
+    fit_latent_class_restarts,
 )
 from latentmix.inference.em.linear_regression import (
     LinearRegressionParams,
@@ -58,6 +64,8 @@ __all__ = [
     "fit_gaussian_mixture_chunked",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
+    "fit_latent_class",
+    "fit_latent_class_restarts",
     "fit_linear_regression",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",
