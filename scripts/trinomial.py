@@ -193,11 +193,13 @@ def summarise(results) -> str:
     parts = []
     for result in results:
         growth = result["growth"]
-        parts.append(
-            f"{TITLES[result['name']]}: BIC picks K = {result['chosen_k']} (truth "
-            f"{result['true_k']}, reference {REFERENCE_K[result['name']]}); past "
-            f"the truth BIC rises {growth['slope']:.1f} per component (C ln N = "
-            f"{growth['expected_slope']:.1f})")
+        text = (f"{TITLES[result['name']]}: BIC picks K = {result['chosen_k']} "
+                f"(truth {result['true_k']}, reference "
+                f"{REFERENCE_K[result['name']]})")
+        if np.isfinite(growth["slope"]):
+            text += (f"; past the truth BIC rises {growth['slope']:.1f} per "
+                     f"component (C ln N = {growth['expected_slope']:.1f})")
+        parts.append(text)
     return "; ".join(parts) + "."
 
 
