@@ -174,11 +174,14 @@ def plot_experiments(results):
             low, high = past.min(), past.max()
             margin = 0.15 * (high - low) + 1.0
             row[2].set_ylim(low - margin, high + margin)
-            for _, item in table[table["bic"] > high + margin].iterrows():
-                row[2].annotate(f"K = {int(item['num_components'])}: "
-                                f"{item['bic']:,.0f} ↑",
-                                (item["num_components"], high + 0.7 * margin),
-                                fontsize=7, ha="left")
+            above = table[table["bic"] > high + margin]
+            if len(above):
+                ks = above["num_components"].astype(int).tolist()
+                label = f"K = {ks[0]}" if len(ks) == 1 else f"K = {ks[0]}–{ks[-1]}"
+                row[2].annotate(f"{label} above the frame (up to "
+                                f"{above['bic'].max():,.0f}) ↑",
+                                (0.03, 0.95), xycoords="axes fraction",
+                                fontsize=7, ha="left", va="top")
         row[2].set(xlabel="K", ylabel="BIC (training rows)",
                    title="BIC = −2 LL + p ln N")
         row[2].legend(fontsize=8)
