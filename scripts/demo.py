@@ -284,6 +284,10 @@ def timings_block(timings: dict) -> Markup:
                    format_table(frame))
 
 
+def percent(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"
+
+
 def paragraph(text: str) -> Markup:
     return Markup(f"<p>{html.escape(text)}</p>")
 
@@ -621,7 +625,9 @@ def shoppers_section(result, tutorial, trinomial):
             f"log-likelihood {format_number(grouped['heldout_log_likelihood_shrunk'])}"
             ", the best of the three, so the shrunk model is the default. The table "
             "by household size shows where the gain comes from."),
-        format_table(frames["models"]),
+        format_table(frames["models"], formats={
+            "households better than global": percent,
+            "median household L1": format_number}),
         format_table(by_size),
         figures_row(figure(result, "global_vs_grouped.png"),
                     figure(result, "household_visits.png")),
@@ -658,13 +664,9 @@ def shoppers_section(result, tutorial, trinomial):
         + tutorial_steps(tutorial, (12,)),
         "blocks": blocks, "warnings": result.get("warnings", []),
         "card_figure": find_figure(result, f"segment_lift_k{icl_k}.png"),
-        "headline": (f"ICL's {icl_k} segments: "
-                     + ", ".join(
-                         str(frames[f"top_k{icl_k}"].query("segment == @s")
-                             ["category"].iloc[0]).title()
-                         for s in range(min(icl_k, 4))
-                         if len(frames[f"top_k{icl_k}"].query("segment == @s")))
-                     + (", …" if icl_k > 4 else "") + "."),
+        "headline": (f"BIC picks K = {chosen}, ICL K = {icl_k}; households' own "
+                     f"weights, shrunk towards the population mix, predict the "
+                     f"held-out baskets best."),
     }
 
 

@@ -532,7 +532,8 @@ def plot_weights_posterior(relabelled, em):
     ref_val = {"weights": [{"weights_dim_0": k, "ref_val": float(w)}
                            for k, w in enumerate(weights)]}
     axes = az.plot_posterior(relabelled, var_names=["weights"], hdi_prob=HDI_PROB,
-                             ref_val=ref_val, show=False, textsize=8)
+                             ref_val=ref_val, show=False, textsize=11,
+                             figsize=(12, 3.6))
     fig = np.ravel(axes)[0].figure
     fig.suptitle("Segment weights (relabelled NUTS, K=3 subsample); reference "
                  "line: EM")
