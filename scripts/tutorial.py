@@ -41,6 +41,7 @@ from scipy.stats import chi2
 
 from latentmix.data.datasets import load_old_faithful
 from latentmix.inference.align import align_components
+from latentmix.inference.crosscheck import crosscheck_latent_class
 from latentmix.inference.em import (
     ConvergenceWarning,
     fit_gaussian_mixture,
@@ -145,6 +146,11 @@ def latent_class_item(seed: int, num_restarts: int):
                            missing_rate=0.15)
     fit = fit_latent_class(answers, 3, num_values=3, num_restarts=num_restarts,
                            rng_key=jax.random.key(seed + 1))
+    # The same model by AutoDelta MAP (flat priors: the mode is EM's optimum).
+    cross = crosscheck_latent_class(answers, 3, num_values=3,
+                                    rng_key=jax.random.key(seed + 2),
+                                    num_restarts=num_restarts, methods=("map",))
+    map_row = cross.table.set_index("check").loc["EM vs AutoDelta MAP"]
     aligned, _ = align_components(fit.params, truth)
     trace = np.asarray(fit.trace[: int(fit.num_iters)])
     num_variables, num_values, num_classes = len(HIRING_VARIABLES), 3, 3
@@ -175,6 +181,11 @@ def latent_class_item(seed: int, num_restarts: int):
               1e-12, "value ≤ tolerance",
               len(trace) < 2 or float(np.min(np.diff(trace))) >= -1e-12,
               "test_trace_never_decreases_and_reports_the_model_log_likelihood"),
+        check(4, "MAP of the NumPyro model (flat Dirichlet priors) = EM's "
+                 "maximum-likelihood estimate",
+              "max |AutoDelta − EM| over weights and probabilities",
+              map_row["statistic"], map_row["tolerance"], map_row["rule"],
+              bool(map_row["passed"]), "test_crosscheck_em_map_and_nuts_agree"),
         check(4, "the fit recovers the simulated classes (2,000 candidates, 15% of "
                  "answers missing)",
               "max |p̂_{ljv} − p_{ljv}| after aligning classes",

@@ -297,3 +297,21 @@ def test_log_likelihood_from_logsumexp_and_loops_agree_on_a_larger_table():
                  for c in range(4)]
         expected.append(logsumexp(terms))
     np.testing.assert_allclose(log_likelihood(params, answers), expected, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_crosscheck_em_map_and_nuts_agree():
+    """The library's cross-check (inference.crosscheck.latent_class): EM, MAP
+    and NUTS of the same model agree, every row within its stated tolerance."""
+    from latentmix.inference.crosscheck import crosscheck_latent_class
+
+    truth = LatentClassParams(np.array([0.6, 0.4]),
+                              np.array([[[0.8, 0.2]] * 4, [[0.25, 0.75]] * 4]))
+    answers, _ = sample(truth, 1000, rng_key=jax.random.key(20), missing_rate=0.1)
+    check = crosscheck_latent_class(answers, 2, rng_key=jax.random.key(21),
+                                    methods=("map", "nuts"), num_warmup=500,
+                                    num_samples=500)
+    assert check.table["passed"].all(), check.table
+    assert {"log-likelihood vs loops", "the joint sums to 1", "EM vs AutoDelta MAP",
+            "NUTS raw draws: label switching", "NUTS relabelled draws: r_hat",
+            "EM inside NUTS 94% HDI"} <= set(check.table["check"])
