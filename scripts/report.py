@@ -163,6 +163,8 @@ def format_table(frame: pd.DataFrame, *, columns=None, formats=None,
                 text = formats[name](value)
                 cell = text if isinstance(text, Markup) else html.escape(str(text))
                 align = "text"
+            elif name == "converged" and isinstance(value, bool | np.bool_):
+                cell, align = badge(bool(value), "yes" if value else "no"), "text"
             elif name in _STATUS_COLUMNS and isinstance(value, bool | np.bool_):
                 cell, align = badge(bool(value)), "text"
             elif isinstance(value, Real) and not isinstance(value, bool | np.bool_):
