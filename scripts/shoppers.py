@@ -22,14 +22,19 @@ Steps:
 3. Segments at the chosen K and at ICL's K: weights, basket sizes and top
    categories by lift (``segment_profiles``, ``top_categories``); the segment map
    (classical MDS of L1 distances, ``segment_map``).
-4. Global vs grouped model at the chosen K: held-out log-likelihood of both;
-   per household the L1 distance between the predicted category profile and the
+4. Global vs per-household (grouped) models at the chosen K: the default
+   per-household model shrinks every household's weights towards the
+   population mix (5 pseudo-baskets, ``SHRINKAGE``); maximum-likelihood
+   household weights are fitted too, for the comparison. Held-out
+   log-likelihood of each, in all and by household size
+   (``heldout_by_household_size``: maximum likelihood loses on households with
+   few training baskets, whose weights of unseen missions go to ~0); per
+   household the L1 distance between the predicted category profile and the
    household's held-out lines (``compare_global_grouped``), the share of
-   households the grouped model predicts better, and a population-profile
-   baseline; a third model shrinks every household's weights towards the
-   population mix (5 pseudo-baskets, ``SHRINKAGE``); the responsibilities of one
-   household's successive visits, which jump between segments (the motivation of
-   the grouped model).
+   households each per-household model predicts better, and a
+   population-profile baseline; how often successive visits switch segment
+   (``visit_instability``) and the responsibilities of one household's visits
+   (the motivation of the grouped model).
 5. A Bayesian cross-check on a subsample (2,000 training baskets, the 10 largest
    categories plus "other", K = 3): NUTS from differently labelled EM starts
    shows label switching (raw R-hat), ``relabel_samples`` removes it (R-hat <=
@@ -41,9 +46,11 @@ Writes into ``<out>/shoppers/``: ``summary.json`` (the key numbers, next to the
 reference tutorial's, which come from a different data release), ``params.json``
 (weights, probs, categories, chosen K), ``selection.csv``, ``data_summary.csv``,
 ``segments_k<K>.csv`` and ``top_categories_k<K>.csv`` per featured K,
-``households.csv`` (per-household L1 errors), ``household_weights.csv`` (grouped
-weights), ``cross_check.csv``, ``diagnostics.csv``, the relabelled NUTS posterior
-as ArviZ netCDF (``posterior.nc``) and PNG figures.
+``households.csv`` (per-household L1 errors), ``household_weights.csv`` (the
+default, shrunk household weights), ``household_weights_ml.csv`` (maximum
+likelihood), ``heldout_by_household_size.csv``, ``cross_check.csv``,
+``diagnostics.csv``, the relabelled NUTS posterior as ArviZ netCDF
+(``posterior.nc``) and PNG figures.
 
 Run time on 2 CPU cores: 2 minutes by default on an idle machine (about 2.5 when
 shared), two thirds of it the K sweep; ``--fast`` (300 households, K in 2..4 plus
