@@ -277,7 +277,10 @@ def diagnostics(idata: az.InferenceData, *, var_names=None, warn: bool = True):
     draw, not to a variable) and ``ok``. With ``warn``, a SamplerWarning names every
     element with r_hat > 1.01 or ESS < 100 per chain, and any divergence.
     """
-    summary = az.summary(idata, var_names=var_names, kind="diagnostics")
+    # Unrounded: az.summary rounds to 2 decimals by default, which would let an
+    # R-hat of 1.014 pass the 1.01 gate as "1.01".
+    summary = az.summary(idata, var_names=var_names, kind="diagnostics",
+                         round_to="none")
     num_chains = int(idata.posterior.sizes["chain"])
     divergent = 0
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:

@@ -13,6 +13,8 @@ over baskets and households:
   segments, bubbles sized by weight.
 * ``household_profiles``, ``profile_l1_error``, ``compare_global_grouped``: predictive
   category distributions of households against their held-out baskets.
+* ``visit_instability``: how often a household's successive visits change their
+  most likely segment (the motivation of the grouped model, article 4.6).
 
 Functions that need only ``probs`` or ``weights`` accept either the params tuple or
 the arrays; any object with ``weights`` and ``probs`` attributes works as params.
@@ -51,6 +53,8 @@ __all__ = [
     "empirical_profiles",
     "profile_l1_error",
     "compare_global_grouped",
+    "VisitInstability",
+    "visit_instability",
 ]
 
 
@@ -674,3 +678,48 @@ def compare_global_grouped(
         raise ValueError("no test household has any lines to compare profiles on")
     share = float(np.mean(table["grouped_better"].to_numpy()[scored]))
     return ProfileComparison(table, share)
+
+
+class VisitInstability(NamedTuple):
+    """How stable the basket-level segments of a household's visits are.
+
+    switch_share: share of successive visit pairs of one household (rows i-1, i
+        of the same household) whose most likely segments differ.
+    num_pairs: number of such pairs (sum over households of visits - 1).
+    mean_max_responsibility: mean over baskets of max_k gamma_ik (1 when every
+        basket is assigned with certainty).
+    """
+
+    switch_share: float
+    num_pairs: int
+    mean_max_responsibility: float
+
+
+def visit_instability(resp, household_ids) -> VisitInstability:
+    """Share of successive visits of a household that switch segment (article 4.6).
+
+    Rows must list each household's baskets together and in time order (as
+    ``data.shoppers`` does). With labels l_i = argmax_k gamma_ik (ties to the
+    lowest k) and P the set of neighbouring pairs (i-1, i) of one household:
+
+        switch_share = |{(i-1, i) in P : l_i != l_{i-1}}| / |P|
+
+    Raises ValueError when a household's rows are not contiguous (the pairs
+    would not be successive visits) or when no household has two visits.
+    """
+    household_ids = np.asarray(household_ids)
+    resp = _check_resp(resp, household_ids.shape[0], None)
+    change = household_ids[1:] != household_ids[:-1]
+    starts = household_ids[np.r_[True, change]]
+    if np.unique(starts).size != starts.size:
+        raise ValueError(
+            "each household's baskets must be contiguous rows (sorted by household, "
+            "then time), so that neighbouring rows are successive visits"
+        )
+    same = ~change
+    if not same.any():
+        raise ValueError("no household has two visits: nothing to compare")
+    labels = resp.argmax(axis=1)
+    switched = labels[1:] != labels[:-1]
+    return VisitInstability(float(switched[same].mean()), int(same.sum()),
+                            float(resp.max(axis=1).mean()))

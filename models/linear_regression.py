@@ -10,6 +10,10 @@ With alpha and beta fixed the posterior of w is Gaussian (eq. 3.53-3.54 of PRML)
     A = alpha I + beta X^T X,   cov = A^-1,   mean = beta A^-1 X^T y
 
 and the evidence is Gaussian too, y ~ N(0, beta^-1 I_n + alpha^-1 X X^T) (eq. 3.86).
+As alpha -> 0 the posterior mean tends to the maximum-likelihood (ordinary least
+squares) estimate w_hat = (X^T X)^-1 X^T y, which ``least_squares`` computes from a
+QR factorisation of X (never forming X^T X, whose condition number is that of X
+squared).
 Every matrix solve below goes through a Cholesky factor of A; no inverse of an
 ill-conditioned matrix is formed explicitly.
 
@@ -35,6 +39,8 @@ from latentmix.data.validation import (
 )
 
 __all__ = [
+    "LeastSquaresFit",
+    "least_squares",
     "WeightsMap",
     "standardising_map",
     "whitening_map",
@@ -65,6 +71,75 @@ class GaussianPosterior(NamedTuple):
 
     mean: jax.Array  # (p,)
     cov: jax.Array  # (p, p)
+
+
+class LeastSquaresFit(NamedTuple):
+    """Ordinary least squares: the maximum-likelihood weights and their errors.
+
+    weights: (p,) w_hat = argmin_w ||y - X w||^2 = (X^T X)^-1 X^T y.
+    standard_errors: (p,) sqrt of the diagonal of s^2 (X^T X)^-1.
+    noise_variance: s^2 = ||y - X w_hat||^2 / (n - p), unbiased (the maximum-
+        likelihood variance divides by n instead).
+    residual_sum_of_squares: ||y - X w_hat||^2.
+    """
+
+    weights: jax.Array
+    standard_errors: jax.Array
+    noise_variance: jax.Array
+    residual_sum_of_squares: jax.Array
+
+
+@jax.jit
+def _least_squares(X, y):
+    """(LeastSquaresFit, |diag R|) from one QR factorisation."""
+    q, r = jnp.linalg.qr(X, mode="reduced")
+    weights = jax.scipy.linalg.solve_triangular(r, q.T @ y, lower=False)
+    residual = y - X @ weights
+    rss = residual @ residual
+    noise_variance = rss / (X.shape[0] - X.shape[1])
+    # (X^T X)^-1 = R^-1 R^-T: its diagonal is the row sums of squares of R^-1.
+    r_inv = jax.scipy.linalg.solve_triangular(
+        r, jnp.eye(X.shape[1], dtype=X.dtype), lower=False)
+    standard_errors = jnp.sqrt(noise_variance * jnp.sum(r_inv**2, axis=1))
+    fit = LeastSquaresFit(weights, standard_errors, noise_variance, rss)
+    return fit, jnp.abs(jnp.diag(r))
+
+
+def least_squares(X, y) -> LeastSquaresFit:
+    """Maximum likelihood (OLS) of y = X w + noise through a QR factorisation.
+
+    Derivation (article 1): maximising prod_i N(y_i | x_i^T w, sigma^2) is
+    minimising ||y - X w||^2, whose normal equations X^T X w = X^T y give
+    w_hat = (X^T X)^-1 X^T y. With X = Q R (Q orthonormal columns, R upper
+    triangular) they reduce to R w_hat = Q^T y, solved by back substitution: the
+    error grows with cond(X), not cond(X)^2 as through X^T X. Standard errors:
+    Cov(w_hat) = sigma^2 (X^T X)^-1 = sigma^2 R^-1 R^-T, with sigma^2 estimated by
+    s^2 = RSS / (n - p). This is the posterior mean of ``posterior`` in the limit
+    prior_precision -> 0.
+
+    Raises ValueError when X has no more rows than columns (no residual degrees
+    of freedom) or is rank deficient (R has a zero on its diagonal).
+    """
+    X, y = check_regression_data(X, y)
+    if y is None:
+        raise ValueError("least_squares needs a target y")
+    num_rows, num_predictors = X.shape
+    if num_rows <= num_predictors:
+        raise ValueError(
+            f"least squares needs more rows than predictors to estimate the noise, "
+            f"got {num_rows} rows and {num_predictors} predictors; use the "
+            f"Bayesian posterior (a prior keeps it proper)"
+        )
+    fit, diag_r = _least_squares(X, y)
+    diag_r = np.asarray(diag_r)
+    # Numerical rank as LAPACK's gelsd decides it: |r_jj| below max|r| n eps is 0.
+    cutoff = diag_r.max() * num_rows * np.finfo(diag_r.dtype).eps
+    if not (np.all(diag_r > cutoff) and bool(jnp.all(jnp.isfinite(fit.weights)))):
+        raise ValueError(
+            "X is rank deficient (a column is a linear combination of others): the "
+            "least-squares weights are not unique; drop the collinear columns"
+        )
+    return fit
 
 
 def polynomial_features(x, degree: int) -> jax.Array:

@@ -55,6 +55,7 @@ __all__ = [
     "log_multinomial_coefficient",
     "log_prior",
     "log_responsibilities",
+    "lower_bound",
     "model",
     "num_parameters",
     "responsibilities",
@@ -418,6 +419,40 @@ def log_responsibilities(
 def responsibilities(params: MultinomialMixtureParams, counts, groups=None):
     """gamma_ik = p(t_i = k | x_i), rows summing to 1, shape (n, k)."""
     return jnp.exp(log_responsibilities(params, counts, groups))
+
+
+def lower_bound(params: MultinomialMixtureParams, counts, resp,
+                groups=None) -> jax.Array:
+    """The variational lower bound (VLB, ELBO) of the total log-likelihood, a scalar.
+
+    For any distributions q_i over the components (``resp`` (n, k), rows on the
+    simplex), Jensen's inequality on the concave log (article 2; article 4 §4.2):
+
+        log p(x_i) = log sum_k q_ik [w_k Mult(x_i | p_k) / q_ik]
+                  >= sum_k q_ik [log w_k + log Mult(x_i | n_i, p_k) - log q_ik]
+
+    and the gap is KL(q_i || p(t_i | x_i)) >= 0, zero exactly when q_i is the
+    posterior (the E-step). Summed over rows, with the multinomial coefficient
+    (so that it bounds ``log_likelihood(...).sum()``) and 0 log 0 = 0. EM is
+    coordinate ascent on this bound: the E-step maximises it over q (closing
+    the gap), the M-step over the parameters.
+    """
+    params, counts, groups = _prepared(params, counts, groups)
+    resp = jnp.asarray(resp, counts.dtype)
+    if resp.shape != (counts.shape[0], params.probs.shape[0]):
+        raise ValueError(
+            f"resp must have shape {(counts.shape[0], params.probs.shape[0])}, got "
+            f"{resp.shape}"
+        )
+    return _lower_bound(params, counts, groups, resp)
+
+
+@jax.jit
+def _lower_bound(params, counts, groups, resp):
+    joint = _log_joint(params, counts, groups)
+    # Where q_ik = 0 the term is 0 (even if the component is impossible there).
+    expected = jnp.where(resp > 0, resp * jnp.where(resp > 0, joint, 0.0), 0.0)
+    return jnp.sum(expected) - jnp.sum(xlogy(resp, resp))
 
 
 def assignments(params: MultinomialMixtureParams, counts, groups=None) -> jax.Array:

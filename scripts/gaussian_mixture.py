@@ -69,6 +69,7 @@ from latentmix.inference.selection import select_num_components
 from latentmix.models import gaussian_mixture as gm
 from latentmix.scripts import device
 from latentmix.scripts import runtime as rt
+from latentmix.scripts.posterior_figures import plot_em_vs_nuts
 
 FEATURES = ("eruptions", "waiting")
 REG_COVAR = 1e-6  # scikit-learn's default floor, used by both sides
@@ -353,6 +354,12 @@ def write_figures(out, x, res, settings, seed, rhat_table, messages):
          "the EM estimate marked")
     save(lambda: plot_selection(res["selection"].table), "model_selection.png",
          "BIC, AIC and ICL against the number of components")
+    save(lambda: plot_em_vs_nuts(
+        res["relabelled"], {name: np.asarray(value) for name, value in
+                            gm.to_sites(res["em"].params).items()},
+        "Old Faithful: EM inside the NUTS posterior"),
+        "em_vs_nuts.png", "EM estimate against the relabelled NUTS posterior, "
+        "every parameter in posterior sd units")
     save(lambda: plot_rhat(rhat_table), "rhat_relabelling.png",
          "R-hat of every parameter before and after relabelling")
     return figures
@@ -479,7 +486,11 @@ def run(args) -> dict:
             "figures": figures, "timings": timings, "rows": rows, "params": params,
             "selection": selection.to_dict(orient="records"),
             "diagnostics": diagnostics_records, "seeds": seeds, "files": files,
-            "all_passed": all_passed}
+            "all_passed": all_passed,
+            "frames": {"cross_check": cross, "selection": selection,
+                       "diagnostics": diag, "rhat": rhat_table},
+            "idata": {f"K = {num_components}": res["relabelled"]},
+            "num_components": num_components}
 
 
 def parse_args(argv=None):

@@ -454,7 +454,11 @@ def run(args) -> dict:
             "figures": figures, "timings": timings, "rows": rows,
             "diagnostics": diagnostics_records, "params": params,
             "evidence_by_degree": evidence.to_dict(orient="records"),
-            "seeds": seeds, "files": files, "all_passed": all_passed}
+            "seeds": seeds, "files": files, "all_passed": all_passed,
+            "frames": {"cross_check": cross, "coefficients": coefficients,
+                       "evidence": evidence, "diagnostics": diag},
+            "idata": {f"{name}, hierarchical": extras[name]["idata"]
+                      for name in datasets if "idata" in extras[name]}}
 
 
 def parse_args(argv=None):

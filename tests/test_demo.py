@@ -11,26 +11,46 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 class _Collector(HTMLParser):
-    """Collects every URL-bearing attribute and the headings of the report."""
+    """Collects URL-bearing attributes, headings, table headers, details."""
 
     def __init__(self):
         super().__init__()
         self.urls: list[str] = []
         self.headings: list[str] = []
-        self._in_heading = False
+        self.header_cells: list[str] = []
+        self.details_open: list[bool] = []
+        self.summaries: list[str] = []
+        self.section_ids: list[str] = []
+        self._capture = None
+        self._text = ""
 
     def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
         for name, value in attrs:
             if name in ("src", "href") and value is not None:
                 self.urls.append(value)
-        self._in_heading = tag in ("h1", "h2")
+        if tag == "details":
+            self.details_open.append("open" in attributes)
+        if tag == "section" and attributes.get("id"):
+            self.section_ids.append(attributes["id"])
+        if tag in ("h1", "h2", "th", "summary"):
+            self._capture, self._text = tag, ""
 
     def handle_data(self, data):
-        if self._in_heading and data.strip():
-            self.headings.append(data.strip())
+        if self._capture:
+            self._text += data
 
     def handle_endtag(self, tag):
-        self._in_heading = False
+        if tag != self._capture:
+            return
+        text = self._text.strip()
+        if tag in ("h1", "h2") and text:
+            self.headings.append(text)
+        elif tag == "th":
+            self.header_cells.append(text)
+        elif tag == "summary":
+            self.summaries.append(text)
+        self._capture = None
 
 
 @pytest.mark.slow
@@ -45,14 +65,39 @@ def test_demo_fast_writes_a_self_contained_report(tmp_path):
     parser = _Collector()
     parser.feed(report)
     parser.close()
-    assert parser.urls, "the report embeds no figure"
-    assert all(url.startswith("data:image/png;base64,") for url in parser.urls), [
-        url[:40] for url in parser.urls if not url.startswith("data:")
+    images = [url for url in parser.urls if not url.startswith("#")]
+    assert len(images) >= 20, "the report embeds too few figures"
+    assert all(url.startswith("data:image/png;base64,") for url in images), [
+        url[:40] for url in images if not url.startswith("data:")
     ]
-    for title in ("Bayesian linear regression", "Gaussian mixture on Old Faithful",
-                  "Shopper segmentation with a multinomial mixture", "Environment"):
-        assert title in parser.headings
-    for story in ("linear_regression", "gaussian_mixture", "shoppers"):
+    # In-page links only point at sections that exist.
+    links = [url[1:] for url in parser.urls if url.startswith("#")]
+    assert links and set(links) <= set(parser.section_ids)
+    for title in ("Article 1 — Bayesian linear regression and latent variables",
+                  "Articles 2–3 — Gaussian mixture and EM",
+                  "Article 4 — Multinomial mixture: trinomials, then shoppers",
+                  "Comparing models by LOO and WAIC", "The tutorial's checklist",
+                  "Environment"):
+        assert title in parser.headings, parser.headings
+    # First screen: the overview comes before the first section, one card per
+    # model with its verdict.
+    assert parser.section_ids[0] == "overview"
+    assert report.count('class="card"') == 3
+    assert report.index('id="overview"') < report.index('id="linear-regression"')
+    # No DataFrame index: every header cell is named, none is a bare number.
+    assert parser.header_cells and all(
+        cell and not cell.isdigit() for cell in parser.header_cells), [
+        cell for cell in parser.header_cells if not cell or cell.isdigit()]
+    # Long tables collapsed, each behind a one-line summary; only failures open.
+    assert len(parser.details_open) >= 10 and not any(parser.details_open)
+    assert any(summary.startswith("NUTS diagnostics") and "max r_hat" in summary
+               for summary in parser.summaries), parser.summaries
+    # Maths as HTML, the derivation next to its checks, segments as cards.
+    assert "<sup>" in report and "<sub>" in report and 'class="steps"' in report
+    assert report.count('class="segment"') >= 2
+    assert 'class="dataframe"' not in report  # no pandas to_html tables
+    for story in ("linear_regression", "gaussian_mixture", "shoppers", "tutorial",
+                  "trinomial"):
         folder = tmp_path / story
         assert any(folder.glob("*.png")), story
         assert any(folder.glob("*.json")), story

@@ -367,3 +367,73 @@ def test_bad_params_and_groups_are_rejected(small_problem):
         log_likelihood(grouped, counts, np.full(len(counts), 2))
     with pytest.raises(ValueError, match="integer codes"):
         log_likelihood(grouped, counts, np.zeros(len(counts)))
+
+
+# --- checklist item 12: the lower bound (VLB) ---------------------------------------
+
+
+def test_lower_bound_is_below_the_log_likelihood_by_the_kl_divergence(small_problem):
+    """For random q the VLB is below the log-likelihood, and the gap equals
+    sum_i KL(q_i || posterior_i), computed with scipy's rel_entr from scipy's own
+    multinomial log-pmf; with q = the posterior the gap is 0."""
+    from scipy.special import rel_entr
+
+    from latentmix.models.multinomial_mixture import lower_bound
+
+    params, counts = small_problem
+    weights, probs = np.asarray(params.weights), np.asarray(params.probs)
+    total = scipy_log_likelihood(weights, probs, counts).sum()
+    with np.errstate(divide="ignore"):
+        joint = np.log(weights) + scipy_component_log_pmf(counts, probs)
+    posterior = np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        q = rng.dirichlet(np.ones(3), size=len(counts))
+        # q must be 0 where the component is impossible (else the bound is -inf).
+        q = np.where(posterior > 0, q, 0.0)
+        q /= q.sum(axis=1, keepdims=True)
+        bound = float(lower_bound(params, counts, q))
+        kl = rel_entr(q, posterior).sum()
+        assert bound <= total
+        # Sums of ~36 terms of size ~10: 1e-11 absolute covers the rounding.
+        np.testing.assert_allclose(total - bound, kl, atol=1e-11)
+    np.testing.assert_allclose(float(lower_bound(params, counts, posterior)), total,
+                               atol=1e-11)
+
+
+def test_lower_bound_and_log_likelihood_over_em_iterations():
+    """Tutorial §4.2: the VLB the reference computes, L(q_t, theta_{t+1}) with the
+    E-step's q_t and the M-step's theta_{t+1}, and the log-likelihood both never
+    decrease, the VLB stays below the log-likelihood, and right after each E-step
+    (q_t = posterior at theta_t) the bound equals the log-likelihood."""
+    import warnings
+
+    from latentmix.inference.em import fit_multinomial_mixture
+    from latentmix.inference.em.driver import ConvergenceWarning
+    from latentmix.models.multinomial_mixture import lower_bound
+
+    truth = MultinomialMixtureParams(
+        np.array([0.5, 0.3, 0.2]), np.random.default_rng(12).dirichlet(
+            np.ones(6), size=3))
+    counts, _ = sample(truth, np.full(300, 8), rng_key=jax.random.key(13))
+    params = MultinomialMixtureParams(np.full(3, 1 / 3), np.random.default_rng(
+        14).dirichlet(np.full(6, 12.0), size=3))
+    log_liks, bounds = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one step at a time
+        for _ in range(25):
+            q = np.asarray(responsibilities(params, counts))
+            ll = float(jnp.sum(log_likelihood(params, counts)))
+            # Equality right after the E-step, to float rounding of 300 terms.
+            np.testing.assert_allclose(float(lower_bound(params, counts, q)), ll,
+                                       rtol=1e-12)
+            params = fit_multinomial_mixture(counts, 3, init=params, max_iters=1,
+                                             tol=0.0).params
+            log_liks.append(ll)
+            bounds.append(float(lower_bound(params, counts, q)))
+    log_liks.append(float(jnp.sum(log_likelihood(params, counts))))
+    log_liks, bounds = np.array(log_liks), np.array(bounds)
+    # Monotone up to float rounding of sums of ~2,000 terms of size ~10 (1e-9).
+    assert np.all(np.diff(log_liks) >= -1e-9) and np.all(np.diff(bounds) >= -1e-9)
+    assert np.all(bounds <= log_liks[1:] + 1e-9)
+    assert log_liks[-1] - log_liks[0] > 10  # the run actually climbs

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -57,6 +58,19 @@ def test_fast_run_passes_its_cross_checks_and_writes_its_files(tmp_path):
             ("diabetes", "EM-evidence")} <= methods
     evidence = pd.read_csv(folder / "evidence_by_degree.csv")
     assert list(evidence["degree"]) == [0, 1, 2, 3]
+    # The coefficients table reports VI in the data's units, like the others:
+    # VI ran in whitened coordinates z = L^T w where its means are within
+    # `tolerance` posterior sds, so |delta w_j| <= sd_j ||delta z|| <=
+    # sd_j sqrt(p) tolerance (each w_j is a combination of the z whose
+    # coefficients have squared norm var_j).
+    coefficients = pd.read_csv(folder / "coefficients.csv")
+    sinusoid = coefficients[coefficients["dataset"] == "sinusoid"]
+    exact = sinusoid[sinusoid["method"] == "closed form"].set_index("coefficient")
+    vi = sinusoid[sinusoid["method"] == "VI (full-rank)"].set_index("coefficient")
+    row = table[(table["dataset"] == "sinusoid")
+                & (table["method"] == "VI (full-rank)")].iloc[0]
+    bound = np.sqrt(len(exact)) * row["tolerance"] * exact["sd"]
+    assert np.all(np.abs(vi["mean"] - exact["mean"]) <= bound), (vi, exact)
 
 
 def test_bad_option_exits_with_usage_error(tmp_path):

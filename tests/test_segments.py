@@ -384,3 +384,58 @@ def test_segment_weights():
     )
     with pytest.raises(ValueError, match="finite and >= 0"):
         segment_weights(np.array([0.5, -0.1]))
+
+
+# --- checklist items 21-22: by hand -------------------------------------------------
+
+
+def test_visit_instability_by_hand():
+    from latentmix.inference.segments import visit_instability
+
+    # Household 7: visits labelled 0, 0, 1, 1 -> pairs (0,0) (0,1) (1,1): 1 switch.
+    # Household 3: visits 2, 0 -> 1 switch. Household 9: one visit, no pair.
+    # 2 switches out of 4 pairs; mean of the row maxima (0.9+0.6+0.5+0.8+0.7+1+0.4)/7.
+    resp = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3],
+                     [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [1.0, 0.0, 0.0],
+                     [0.4, 0.3, 0.3]])
+    households = np.array([7, 7, 7, 7, 3, 3, 9])
+    result = visit_instability(resp, households)
+    assert result.num_pairs == 4
+    assert result.switch_share == 2 / 4
+    np.testing.assert_allclose(result.mean_max_responsibility, 4.9 / 7, rtol=1e-15)
+
+
+def test_visit_instability_needs_contiguous_households():
+    from latentmix.inference.segments import visit_instability
+
+    resp = np.eye(2)[[0, 1, 0]]
+    with pytest.raises(ValueError, match="contiguous"):
+        visit_instability(resp, np.array([1, 2, 1]))
+    with pytest.raises(ValueError, match="no household has two visits"):
+        visit_instability(np.eye(2), np.array([1, 2]))
+
+
+def test_household_profiles_by_hand():
+    """Two segments over three categories, probs p_0 = (1/2, 1/2, 0) and
+    p_1 = (0, 1/4, 3/4).
+
+    Global model: household 5 has baskets with gamma (1, 0) and (1/2, 1/2):
+    sum_i sum_k gamma_ik p_k = p_0 + (p_0 + p_1)/2 = (3/4, 7/8, 3/8), total 2,
+    so the profile is (3/8, 7/16, 3/16). Household 8 has one basket with
+    gamma (0, 1): its profile is p_1.
+    Grouped model: weights (1/4, 3/4) give 1/4 p_0 + 3/4 p_1 = (1/8, 5/16, 9/16).
+    """
+    probs = np.array([[0.5, 0.5, 0.0], [0.0, 0.25, 0.75]])
+    resp = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    result = household_profiles(probs, resp=resp, household_ids=np.array([5, 5, 8]))
+    np.testing.assert_array_equal(result.households, [5, 8])
+    np.testing.assert_allclose(result.profiles, [[3 / 8, 7 / 16, 3 / 16],
+                                                 [0.0, 0.25, 0.75]], rtol=1e-15)
+    grouped = household_profiles(probs, group_weights=np.array([[0.25, 0.75]]),
+                                 households=np.array([42]))
+    np.testing.assert_allclose(grouped.profiles, [[1 / 8, 5 / 16, 9 / 16]],
+                               rtol=1e-15)
+    # L1 error against held-out lines (2, 1, 1) of household 42: shares
+    # (1/2, 1/4, 1/4), |1/8-1/2| + |5/16-1/4| + |9/16-1/4| = 3/8 + 1/16 + 5/16 = 3/4.
+    np.testing.assert_allclose(profile_l1_error(grouped.profiles, [[2, 1, 1]]),
+                               [0.75], rtol=1e-15)

@@ -280,6 +280,21 @@ def test_diagnostics_warn_on_unmixed_chains_and_divergences():
     assert table.loc["theta", "divergences"] == 1
 
 
+def test_diagnostics_are_not_rounded_past_the_gate():
+    """Two chains 0.29 sd apart: ArviZ's rank-normalised R-hat is a little above
+    1.01; az.summary's default rounding to 2 decimals would print 1.01 and pass
+    the gate. The table must hold az.rhat's unrounded value and fail it."""
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(2, 4000)) + np.array([[0.0], [0.29]])
+    idata = az.from_dict(posterior={"theta": draws})
+    exact = float(az.rhat(idata)["theta"])
+    assert 1.01 < exact < 1.015  # the case rounding would hide
+    with pytest.warns(SamplerWarning):
+        table = diagnostics(idata)
+    assert table.loc["theta", "r_hat"] == exact
+    assert not table.loc["theta", "ok"]
+
+
 def test_run_nuts_rejects_bad_arguments(data, rng_key):
     X, y = data
     with pytest.raises(ValueError, match="num_chains must be an integer >= 1"):

@@ -54,7 +54,6 @@ from latentmix.models.linear_regression import (
     log_evidence,
     posterior,
     posterior_and_log_evidence,
-    standardising_map,
 )
 
 __all__ = [
@@ -180,9 +179,11 @@ def crosscheck_linear_regression(
             if method == "map":
                 row, fits["map"] = _check_map(problem, keys[method], map_steps)
             elif method in ("vi", "vi_mean_field"):
-                row, fits[method] = _check_vi(problem, keys[method], method,
-                                              vi_sizes)
-                fits["weights_map"] = standardising_map(X, y)
+                # The map of the coordinates VI ran in (the whitening map of
+                # the posterior precision, the same for both guides):
+                # coefficient_table maps the variational moments back with it.
+                row, fits[method], fits["weights_map"] = _check_vi(
+                    problem, keys[method], method, vi_sizes)
             elif method == "nuts":
                 row, fits["nuts"] = _check_nuts(problem, keys[method], sizes)
                 idata = idata or fits["nuts"]
@@ -434,7 +435,7 @@ def _check_vi(problem, rng_key, method, sizes):
     return _row("variational posterior", label, reference, mean_diff, sd_diff,
                 statistic, tolerance,
                 "max(mean diff in sd, |log sd ratio|) <= tol (standardised "
-                "coordinates)", note=note), fit
+                "coordinates)", note=note), fit, weights_map
 
 
 def _diagnostics_note(table):

@@ -9,10 +9,12 @@ every restart fails; ``fit_<model>_restarts`` returns every restart
 ``data.chunks.ChunkedRows`` (``fit_<model>`` also accepts one); and
 ``fit_<model>_sweep`` fits a list of K in one compiled program;
 ``fit_gaussian_mixture_weighted`` takes a weight per row (``sample_weight``).
-Defaults differ where the models' users expect them to: the GMM's are scikit-learn's
-(max_iters=100, tol=1e-3), the multinomial's the tutorial's reference protocol
-made absolute (max_iters=1000, tol=1e-6 nats per basket; its package docstring
-says why). ``fit_linear_regression`` fits the evidence's two precisions.
+Defaults differ where the models' users expect them to: the GMM's are
+scikit-learn's (max_iters=100, tol=1e-3), the multinomial's the tutorial's
+reference protocol made absolute (max_iters=1000, tol=1e-6 nats per basket; its
+package docstring says why). ``fit_linear_regression`` fits the evidence's two precisions;
+``fit_latent_class`` the latent class model (independent categorical answers)
+with the mixtures' restart contract.
 """
 
 from latentmix.inference.em.driver import (
@@ -33,6 +35,10 @@ from latentmix.inference.em.gaussian_mixture import (
 from latentmix.inference.em.gaussian_mixture_weighted import (
     fit_gaussian_mixture_weighted,
     fit_gaussian_mixture_weighted_restarts,
+)
+from latentmix.inference.em.latent_class import (
+    fit_latent_class,
+    fit_latent_class_restarts,
 )
 from latentmix.inference.em.linear_regression import (
     LinearRegressionParams,
@@ -65,6 +71,8 @@ __all__ = [
     "fit_gaussian_mixture_sweep",
     "fit_gaussian_mixture_weighted",
     "fit_gaussian_mixture_weighted_restarts",
+    "fit_latent_class",
+    "fit_latent_class_restarts",
     "fit_linear_regression",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",
