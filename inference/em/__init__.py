@@ -12,7 +12,8 @@ every restart fails; ``fit_<model>_restarts`` returns every restart
 Defaults differ where the models' users expect them to: the GMM's are
 scikit-learn's (max_iters=100, tol=1e-3), the multinomial's the tutorial's
 reference protocol made absolute (max_iters=1000, tol=1e-6 nats per basket; its
-package docstring says why). ``fit_linear_regression`` fits the evidence's two precisions;
+package docstring says why). ``fit_linear_regression`` fits the evidence's two
+precisions;
 ``fit_latent_class`` the latent class model (independent categorical answers)
 with the mixtures' restart contract.
 """
