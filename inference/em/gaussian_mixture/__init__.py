@@ -15,7 +15,10 @@ Map of the package, in reading order (each module imports only those below it):
   checks.py    checks at the Python boundary: data, options, init, prior;
   starts.py    k-means++ / Lloyd / "random_from_data" starts (``INIT_METHODS``);
   steps.py     the maths: E-step, sufficient statistics ``GMMStats``, M-step
-               (one function per covariance type), reseeding, objective.
+               (one function per covariance type), reseeding, objective;
+  blocked.py   full-covariance statistics in row blocks, two matrix products
+               per block (when the per-row products do not fit in memory);
+  pairs.py     the per-row products x_ij x_il laid out for fast building.
 
 A call of ``fit_gaussian_mixture`` walks down fit.py -> restarts.py -> steps.py.
 
