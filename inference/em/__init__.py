@@ -7,7 +7,9 @@ prior, rng_key, devices, screen_iters, ...)`` returns the best restart's
 every restart fails; ``fit_<model>_restarts`` returns every restart
 (``EMRestarts``); ``fit_<model>_chunked`` fits rows streamed from a
 ``data.chunks.ChunkedRows`` (``fit_<model>`` also accepts one); and
-``fit_<model>_sweep`` fits a list of K in one compiled program. Defaults differ
+``fit_<model>_sweep`` fits a list of K in one compiled program, and
+``fit_<model>_online`` runs stepwise EM over batches (one M-step per batch;
+its state and single step are public for ``partial_fit``). Defaults differ
 where the models' users expect them to: the GMM's are scikit-learn's
 (max_iters=100, tol=1e-3), the multinomial's the tutorial's reference protocol
 made absolute (max_iters=1000, tol=1e-6 nats per basket; its package docstring
@@ -26,6 +28,7 @@ from latentmix.inference.em.gaussian_mixture import (
     GMMRestarts,
     fit_gaussian_mixture,
     fit_gaussian_mixture_chunked,
+    fit_gaussian_mixture_online,
     fit_gaussian_mixture_restarts,
     fit_gaussian_mixture_sweep,
 )
@@ -36,6 +39,7 @@ from latentmix.inference.em.linear_regression import (
 from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_chunked,
+    fit_multinomial_mixture_online,
     fit_multinomial_mixture_restarts,
     fit_multinomial_mixture_sweep,
 )
@@ -56,11 +60,13 @@ __all__ = [
     "MultinomialMixturePrior",
     "fit_gaussian_mixture",
     "fit_gaussian_mixture_chunked",
+    "fit_gaussian_mixture_online",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
     "fit_linear_regression",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",
+    "fit_multinomial_mixture_online",
     "fit_multinomial_mixture_restarts",
     "fit_multinomial_mixture_sweep",
     "run_em",

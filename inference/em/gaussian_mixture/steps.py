@@ -211,21 +211,24 @@ def second_moment(x, row_weights):
 
 
 def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
-               products=None):
+               products=None, *, about_origin: bool = False):
     """E-step at ``params`` summarised as ``GMMStats``.
 
     ``products``: ``row_products(x, covariance_type)`` (then the shift is 0 and
     the E- and M-step products read them); for "tied", the (d, d) moment
     sum_i v_i x_i x_i^T of these rows (``second_moment``), which no iteration
     changes; or None (then "full" runs over row blocks, ``blocked``, with the
-    shift that module chooses).
+    shift that module chooses). ``about_origin``: every statistic about 0
+    (shift 0), so that statistics computed at different parameters can be
+    averaged (online EM).
     """
     if covariance_type == "full" and products is None:
         # Row blocks, two matrix products each (``blocked``); the shift is the
         # current means or 0, as ``blocked.full_route`` decides.
+        shift = jnp.zeros_like(params.means) if about_origin else params.means
         return GMMStats(*full_block_statistics(
             params.means, params.covariances, jnp.log(params.weights), x,
-            row_weights, params.means))
+            row_weights, shift))
     log_resp, log_norm = e_step(params, x, covariance_type, products)
     real = row_weights > 0
     weighted_resp = jnp.exp(log_resp) * row_weights[:, None]
