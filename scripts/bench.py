@@ -20,6 +20,40 @@ def timed(fn):
     return time.perf_counter() - started, value
 
 
+# --- flop counts ------------------------------------------------------------------
+
+
+def gmm_flops(num_rows, num_features, num_components, covariance_type) -> float:
+    """Matrix-product flops of one Gaussian-mixture EM iteration (n rows, d, k).
+
+    The yardstick of the benchmark's GFLOP/s columns, the same count for every
+    library (each multiply-add is 2 flops):
+
+      "full"       4 n k d^2: the E-step's whitening L_c^-1 (x_i - mu_c) of every
+                   row by every component (2 n k d^2) and the M-step's k
+                   scatters sum_i gamma_ic x_i x_i^T (2 n k d^2);
+      "tied"       2 n d^2 + 4 n k d: one whitening by the shared factor, the
+                   cross term with k whitened means, and the k weighted sums;
+      "diag"       8 n k d: [x, x^2] against k (2 d) coefficients in the E-step,
+                   gamma^T [x, x^2] in the M-step;
+      "spherical"  4 n k (d + 1): the same with [x, ||x||^2].
+
+    Exponentials, logarithms and the d^3 factorisations are not counted.
+    """
+    n, d, k = float(num_rows), float(num_features), float(num_components)
+    return {"full": 4 * n * k * d * d, "tied": 2 * n * d * d + 4 * n * k * d,
+            "diag": 8 * n * k * d, "spherical": 4 * n * k * (d + 1)}[
+        covariance_type]
+
+
+def multinomial_flops(num_rows, num_categories, num_components) -> float:
+    """Matrix-product flops of one multinomial-mixture EM iteration: 4 n k c.
+
+    E-step counts (n, c) x log-probabilities (c, k) and M-step gamma^T (k, n) x
+    counts (n, c), 2 n k c each."""
+    return 4.0 * num_rows * num_categories * num_components
+
+
 # --- argument parsers -------------------------------------------------------------
 
 

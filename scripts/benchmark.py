@@ -4,7 +4,8 @@
         [--covariance-types full,tied,diag,spherical] [--dtypes float64,float32]
         [--iters 10] [--repeats 3] [--restarts 10] [--restart-n 10000]
         [--restart-iters 100] [--screen-iters 5] [--full]
-        [--out out/benchmark_gmm.md] [--seed 0] [--quiet]
+        [--peers sklearn,gmmx,torchgmm] [--rounds 2] [--gemm-size 2048]
+        [--device auto|cpu|gpu] [--out out/benchmark_gmm.md] [--seed 0] [--quiet]
     python scripts/benchmark.py multinomial [--quick] [...]
     python scripts/benchmark.py scale [--quick] [--full] [--device auto] [...]
 
@@ -18,20 +19,33 @@ dense multinomial EM, and K sweeps in one program against separate fits; see
 ``scripts/benchmark_scale.py``.
 
 ``gmm``: ``inference.em.fit_gaussian_mixture`` against scikit-learn's
-``GaussianMixture``, both started from the same parameters (``weights_init``,
-``means_init``, ``precisions_init`` on the scikit-learn side, ``init=GMMParams``
-on ours) and run for exactly ``--iters`` EM iterations (``tol=0``: scikit-learn's
-``max_iter=iters``, our ``max_iters=iters``), float64 against float64 and float32
-against float32 (scikit-learn keeps float32 data in float32). Our first call
-compiles; the compile time is reported as the first call minus the median fit, and
-the fit time is the median of ``--repeats`` further calls (results forced with
-``block_until_ready``). scikit-learn's time is the median of ``--repeats`` calls,
-made in turn with ours so that both see the same background load.
-Both are timed around the public call a user makes, input validation included,
-with ``time.perf_counter``, on the same threads (XLA's and the BLAS's thread pools
-both use every core). The final mean log-likelihoods of both are compared, to
-show that the same computation was timed. The report records the machine's load
-average: other processes on a shared machine slow both sides, not equally.
+``GaussianMixture`` (and, with ``--peers``, gmmx and torchgmm: ``scripts/peers``),
+all started from the same parameters (``weights_init``, ``means_init``,
+``precisions_init`` on the scikit-learn side, ``init=GMMParams`` on ours; where
+a library allows less, ``peers`` says what it does) and run for exactly
+``--iters`` EM iterations (``tol=0``), float64 against float64 and float32
+against float32 (scikit-learn keeps float32 data in float32; gmmx has only
+float32). Every library runs in a process of its own (``bench_worker``: the
+thread pools of XLA, OpenBLAS and PyTorch slow one another in one process), and
+``--rounds`` rounds alternate the processes so that all see the same background
+load. In each process a first call (ours compiles there; compile = first call
+minus the median) is followed by ``--repeats`` timed calls of the public
+function, input validation included, with ``time.perf_counter`` (results forced
+with ``block_until_ready``); the reported time is the median of all timed calls.
+The final mean log-likelihoods are compared (``|dLL|``), to show that the same
+computation was timed.
+
+Against the machine's limit: the same run measures this machine's GEMM
+throughput (numpy and XLA, float64 and float32, an n x n product, each in its
+own process, at the start and at the end), and every row prints the
+matrix-product flops of the algorithm (``bench.gmm_flops``), the GFLOP/s of ours
+and of scikit-learn by that count, and ours as a share of the GEMM peak of the
+row's dtype. The report records the load average, flagged when high: other
+processes on a shared machine slow every column, not equally.
+
+With ``--device gpu`` our column runs on the GPU (peers on the CPU), the GEMM
+is measured there too, and ours also runs on the CPU (``ours_cpu``) for the
+GPU's speedup over our CPU.
 
 The restart table times ``num_restarts=1`` against ``--restarts`` restarts
 (k-means++ starts, run under ``vmap`` in one compiled call) for every (d, K) of
@@ -54,9 +68,11 @@ Exit status: 0 ok, 2 bad arguments, 5 output not writable.
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -64,20 +80,20 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
-from latentmix.models.gaussian_mixture import COVARIANCE_TYPES, GMMParams
+from latentmix.models.gaussian_mixture import COVARIANCE_TYPES
 from latentmix.scripts import benchmark_multinomial, benchmark_scale, device
 from latentmix.scripts import runtime as rt
 from latentmix.scripts.bench import (
     choice_list,
+    gmm_flops,
     int_list,
     simulate,  # noqa: F401 (part of this module's interface, used by tests)
-    start_params,
+    start_params,  # noqa: F401 (part of this module's interface, used by tests)
     timed,
 )
+from latentmix.scripts.peers import PEERS, sklearn_precisions  # noqa: F401
 
 DTYPES = ("float64", "float32")
 FULL_GRID = {"n": (10_000, 100_000, 1_000_000), "d": (2, 16, 64), "k": (4, 16, 64),
@@ -88,42 +104,10 @@ REG_COVAR = 1e-6  # scikit-learn's default, on both sides
 SPEEDUP_TARGET = 5.0  # issue 3: at least 5x scikit-learn for N >= 1e5 on CPU
 RESTART_TARGET = 3.0  # issue 3: 10 restarts at most 3x one restart
 SETTLE_SECONDS = 0.3  # pause before every timed call (interleaved_medians)
+LOADED = 2.5  # a 1-minute load average above this is flagged in the report
 
 
 # --- gmm: problem set-up ----------------------------------------------------------
-
-
-def sklearn_precisions(params: GMMParams, covariance_type):
-    """``precisions_init`` in scikit-learn's shape for each covariance type."""
-    covariances = np.asarray(params.covariances, np.float64)
-    if covariance_type == "full":
-        return np.linalg.inv(covariances)
-    if covariance_type == "tied":
-        return np.linalg.inv(covariances[0])
-    variances = np.diagonal(covariances, axis1=1, axis2=2)
-    return 1.0 / (variances if covariance_type == "diag" else variances[:, 0])
-
-
-def fit_ours(x, start, covariance_type, iters):
-    with warnings.catch_warnings():
-        # tol=0 never "converges": the ConvergenceWarning is expected here.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        result = fit_gaussian_mixture(x, start.weights.shape[0],
-                                      covariance_type=covariance_type, init=start,
-                                      max_iters=iters, tol=0.0, reg_covar=REG_COVAR)
-    return jax.block_until_ready(result)
-
-
-def fit_sklearn(x, start, covariance_type, iters):
-    model = GaussianMixture(
-        start.weights.shape[0], covariance_type=covariance_type, tol=0.0,
-        max_iter=iters, reg_covar=REG_COVAR, weights_init=start.weights,
-        means_init=start.means,
-        precisions_init=sklearn_precisions(start, covariance_type).astype(x.dtype),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SklearnConvergenceWarning)
-        return model.fit(x)
 
 
 def fit_restarts(x, num_components, covariance_type, iters, num_restarts, seed,
@@ -162,19 +146,93 @@ def interleaved_medians(fns, repeats):
 # --- gmm: one configuration -------------------------------------------------------
 
 
+def run_worker(spec, timeout=None):
+    """Run one ``bench_worker`` task in a fresh Python process; its JSON result.
+
+    A library timed in its own process keeps its thread pools to itself
+    (``bench_worker``); the child inherits the environment (``JAX_PLATFORMS``,
+    thread settings)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "latentmix.scripts.bench_worker", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed on {spec}:\n"
+                           f"{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_gemm(device_name, size, repeats):
+    """GEMM GFLOP/s of numpy and XLA in float64 and float32, each process alone.
+
+    Returns {(library, dtype): GFLOP/s (median of ``repeats``)}; numpy always
+    runs on the CPU, XLA on ``device_name``."""
+    rates = {}
+    for library in ("numpy", "xla"):
+        result = run_worker({"task": "gemm", "library": library,
+                             "dtypes": list(DTYPES), "size": size,
+                             "repeats": repeats, "device": device_name})
+        for dtype in DTYPES:
+            rates[(library, dtype)] = result[dtype]["gflops"]
+    return rates
+
+
+def gemm_peak(measurements, dtype, platform_name="cpu"):
+    """The machine's GEMM throughput in ``dtype``: the best of numpy and XLA over
+    every measurement of the run (on a GPU, XLA's: numpy runs on the CPU)."""
+    libraries = ("numpy", "xla") if platform_name == "cpu" else ("xla",)
+    return max(rates[(library, dtype)] for rates in measurements
+               for library in libraries)
+
+
 def bench_config(n, d, k, covariance_type, dtype, args):
-    x = simulate(n, d, k, dtype, args.seed)
-    start = start_params(x, k, covariance_type, args.seed)
-    first, _ = timed(lambda: fit_ours(x, start, covariance_type, args.iters))
-    (ours_time, sklearn_time), (ours, reference) = interleaved_medians(
-        [lambda: fit_ours(x, start, covariance_type, args.iters),
-         lambda: fit_sklearn(x, start, covariance_type, args.iters)], args.repeats)
-    return {"n": n, "d": d, "k": k, "covariance_type": covariance_type,
-            "dtype": dtype, "compile_s": max(first - ours_time, 0.0),
-            "ours_s": ours_time, "sklearn_s": sklearn_time,
-            "speedup": sklearn_time / ours_time,
-            "loglik_diff": abs(float(ours.log_likelihood) - reference.score(x)),
-            "iters": (int(ours.num_iters), int(reference.n_iter_))}
+    """Time ours and every peer in alternating processes (``--rounds`` rounds
+    of ``--repeats`` timed calls each, after one untimed call per process)."""
+    # On a GPU, ours also runs on the CPU (the GPU's speedup over our CPU).
+    ours_cpu = ["ours_cpu"] if jax.default_backend() != "cpu" else []
+    libraries = ["ours"] + ours_cpu + list(args.peers)
+    times = {library: [] for library in libraries}
+    firsts = {library: [] for library in libraries}
+    results = {}
+    for _ in range(args.rounds):
+        for library in libraries:
+            if results.get(library, {}).get("unavailable"):
+                continue
+            spec = {"task": "gmm", "library": library, "n": n, "d": d, "k": k,
+                    "covariance_type": covariance_type, "dtype": dtype,
+                    "iters": args.iters, "repeats": args.repeats,
+                    "seed": args.seed,
+                    "device": args.device if library == "ours" else "cpu"}
+            if library == "ours_cpu":
+                spec["library"] = "ours"
+            result = run_worker(spec)
+            results[library] = result
+            if "unavailable" in result:
+                continue
+            times[library] += result["times"]
+            firsts[library].append(result["first"])
+    ours_time = statistics.median(times["ours"])
+    flops = gmm_flops(n, d, k, covariance_type) * args.iters
+    row = {"n": n, "d": d, "k": k, "covariance_type": covariance_type,
+           "dtype": dtype,
+           "compile_s": max(statistics.median(firsts["ours"]) - ours_time, 0.0),
+           "ours_s": ours_time, "flops": flops,
+           "iters": {"ours": results["ours"]["iters"]}, "peers": {}}
+    for peer in ours_cpu + list(args.peers):
+        result = results[peer]
+        if "unavailable" in result:
+            row["peers"][peer] = {"unavailable": result["unavailable"]}
+            continue
+        peer_time = statistics.median(times[peer])
+        row["peers"][peer] = {
+            "s": peer_time, "speedup": peer_time / ours_time,
+            "gflops": flops / peer_time / 1e9, "dtype": result["dtype"],
+            "iters": result["iters"],
+            "loglik_diff": abs(results["ours"]["log_likelihood"]
+                               - result["log_likelihood"])}
+    sklearn = row["peers"]["sklearn"]
+    row.update(sklearn_s=sklearn["s"], speedup=sklearn["speedup"],
+               loglik_diff=sklearn["loglik_diff"], ours_gflops=flops / ours_time / 1e9)
+    return row
 
 
 def bench_restarts(n, d, k, covariance_type, dtype, args):
@@ -217,33 +275,74 @@ def _version(name):
         return "not installed"
 
 
-def markdown_report(rows, restart_rows, args, command, elapsed, load):
-    backend = jax.default_backend()
+def _gemm_lines(gemm, platform_name, size):
+    """The GEMM yardstick: GFLOP/s per library and dtype, at the start and end."""
     lines = [
-        "# Gaussian-mixture EM: latentmix against scikit-learn",
+        f"GEMM throughput of this machine, measured in the same run (a {size} x "
+        f"{size} matrix product, median of the repeats, each library in its own "
+        f"process; "
+        f"XLA on {platform_name}, numpy on the CPU), GFLOP/s at the start / end:",
+        "",
+        "| library | float64 | float32 |",
+        "|---|---:|---:|",
+    ]
+    for library in ("numpy", "xla"):
+        cells = [" / ".join(f"{rates[(library, dtype)]:.1f}" for rates in gemm)
+                 for dtype in DTYPES]
+        lines.append(f"| {library} | {cells[0]} | {cells[1]} |")
+    peaks = ", ".join(f"{dtype} {gemm_peak(gemm, dtype, platform_name):.1f}"
+                      for dtype in DTYPES)
+    lines += ["", f"Peak used for the shares below (the best of these): {peaks} "
+              f"GFLOP/s.", ""]
+    return lines
+
+
+def markdown_report(rows, restart_rows, args, command, elapsed, load, gemm):
+    backend = jax.default_backend()
+    peers = [peer for peer in args.peers if peer != "sklearn"]
+    if rows and "ours_cpu" in rows[0]["peers"]:
+        peers = ["ours_cpu"] + peers
+    lines = [
+        "# Gaussian-mixture EM: latentmix against scikit-learn"
+        + (f" and {', '.join(peers)}" if peers else ""),
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {machine_description()}. Load average (1 min) {load[0]:.1f} "
-        f"at the start, {load[1]:.1f} at the end.",
+        f"at the start, {load[1]:.1f} at the end"
+        + (" (a loaded machine: other processes slowed every column)"
+           if max(load) > LOADED else "") + ".",
         "",
-        f"Both libraries start from the same parameters and run exactly "
-        f"{args.iters} EM iterations (tol = 0), reg_covar = {REG_COVAR}. Times in "
-        f"seconds: ours is the median of {args.repeats} calls after a first, "
-        f"compiling call (compile = first call minus that median); scikit-learn "
-        f"the median of {args.repeats} calls, alternating with ours. Speedup = "
-        f"scikit-learn / ours. "
-        f"|dLL| = difference of the final mean log-likelihoods (same computation).",
+    ]
+    lines += _gemm_lines(gemm, backend, args.gemm_size)
+    lines += [
+        f"Every library starts from the same parameters and runs exactly "
+        f"{args.iters} EM iterations (tol = 0), reg_covar = {REG_COVAR}, each in "
+        f"its own process; {args.rounds} rounds alternate the processes, each "
+        f"process makes one untimed call (ours compiles there) and "
+        f"{args.repeats} timed ones. Times in seconds, the median of the timed "
+        f"calls; compile = first call minus that median. Speedup = scikit-learn "
+        f"/ ours. |dLL| = difference of the final mean log-likelihoods (same "
+        f"computation). GFLOP = matrix-product flops of the {args.iters} "
+        f"iterations (``bench.gmm_flops``: full 4 n k d^2 per iteration, tied "
+        f"2 n d^2 + 4 n k d, diag 8 n k d, spherical 4 n k (d + 1)), the same "
+        f"count for both libraries; peak = the GEMM peak above in the row's "
+        f"dtype.",
         "",
         f"| N | d | K | covariance | dtype | compile | ours ({backend}) | "
-        f"scikit-learn | speedup | \\|dLL\\| |",
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        f"scikit-learn | speedup | \\|dLL\\| | GFLOP | ours GFLOP/s | "
+        f"scikit-learn GFLOP/s | ours % of peak |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        peak = gemm_peak(gemm, r["dtype"], backend)
         lines.append(
             f"| {_rows(r['n'])} | {r['d']} | {r['k']} | {r['covariance_type']} | "
             f"{r['dtype']} | {r['compile_s']:.2f} | {r['ours_s']:.3f} | "
-            f"{r['sklearn_s']:.3f} | {r['speedup']:.1f}x | {r['loglik_diff']:.1e} |")
+            f"{r['sklearn_s']:.3f} | {r['speedup']:.1f}x | {r['loglik_diff']:.1e} | "
+            f"{r['flops'] / 1e9:.3g} | {r['ours_gflops']:.1f} | "
+            f"{r['peers']['sklearn']['gflops']:.1f} | "
+            f"{100 * r['ours_gflops'] / peak:.0f}% |")
     large = [r["speedup"] for r in rows if r["n"] >= 100_000]
     lines.append("")
     if large:
@@ -252,12 +351,14 @@ def markdown_report(rows, restart_rows, args, command, elapsed, load):
             f"{statistics.median(large):.1f}x, max {max(large):.1f}x (target >= "
             f"{SPEEDUP_TARGET:.0f}x; {sum(s >= SPEEDUP_TARGET for s in large)} of "
             f"{len(large)} configurations meet it).")
+    if peers:
+        lines += _peer_lines(rows, peers, gemm, backend)
     if restart_rows:
         lines += [
             "",
-            f"Restarts: {args.restarts} k-means++ restarts under vmap in one call "
-            f"against one restart, {args.restart_iters} iterations (tol = 0) for "
-            f"the restart that runs longest (target <= {RESTART_TARGET:.0f}x). "
+            f"Restarts: {args.restarts} restarts (default start) under vmap in one "
+            f"call against one restart, {args.restart_iters} iterations (tol = 0) "
+            f"for the restart that runs longest (target <= {RESTART_TARGET:.0f}x). "
             f"'all' runs every restart to the end (scikit-learn's n_init); "
             f"'screened' runs each {args.screen_iters} iterations and only the "
             f"best on (``screen_iters={args.screen_iters}``).",
@@ -276,9 +377,45 @@ def markdown_report(rows, restart_rows, args, command, elapsed, load):
     return "\n".join(lines)
 
 
+def _peer_lines(rows, peers, gemm, backend):
+    """The peers table: every other library of ``--peers`` on every row."""
+    lines = [
+        "",
+        "Peers, timed like scikit-learn above (same start, same iterations, own "
+        "process). 'computes in' is the dtype the library ran in: gmmx has no "
+        "float64 (it runs the float64 rows in float32) and no tied or spherical "
+        "covariances; torchgmm's estimator cannot start from given covariances, "
+        "so its model's parameters are set to the start and its own training "
+        "module runs the iterations (``scripts/peers.py``). ours / peer = the "
+        "peer's time over ours. ours_cpu (on a GPU run only) is our fit on the "
+        "CPU, so its ratio is the GPU's speedup over our CPU.",
+        "",
+        "| N | d | K | covariance | dtype | library | computes in | iterations | "
+        "time (s) | ours / peer | GFLOP/s | % of peak | \\|dLL\\| |",
+        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for peer in peers:
+            head = (f"| {_rows(r['n'])} | {r['d']} | {r['k']} | "
+                    f"{r['covariance_type']} | {r['dtype']} | {peer} |")
+            result = r["peers"][peer]
+            if "unavailable" in result:
+                lines.append(f"{head} n/a ({result['unavailable']}) | | | | | | |")
+                continue
+            peak = gemm_peak(gemm, result["dtype"], "cpu")  # peers: the CPU
+            lines.append(
+                f"{head} {result['dtype']} | {result['iters']} | {result['s']:.3f} | "
+                f"{result['speedup']:.1f}x | {result['gflops']:.1f} | "
+                f"{100 * result['gflops'] / peak:.0f}% | "
+                f"{result['loglik_diff']:.1e} |")
+    return lines
+
+
 def run_gmm(args, command) -> int:
-    # Our column runs where --device says (scikit-learn always on the CPU);
-    # --dtypes stays explicit, so the device's default precision is not used.
+    # Our column runs where --device says (every peer on the CPU); --dtypes
+    # stays explicit, so the device's default precision is not used. On a GPU
+    # the worker processes share it: no process may grab most of its memory.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     device.configure(args.device)
     grid = FULL_GRID if args.full else DEFAULT_GRID
     grid = {name: getattr(args, name) or values for name, values in grid.items()}
@@ -287,6 +424,9 @@ def run_gmm(args, command) -> int:
     progress = rt.Progress(quiet=args.quiet)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    gemm = []
+    with progress.step("GEMM throughput"):
+        gemm.append(measure_gemm(args.device, args.gemm_size, args.repeats))
     rows, restart_rows = [], []
     for n in grid["n"]:
         for d in grid["d"]:
@@ -309,9 +449,11 @@ def run_gmm(args, command) -> int:
                 with progress.step(f"N={restart_n} d={d} K={k} restarts"):
                     restart_rows.append(bench_restarts(
                         restart_n, d, k, covariance_type, dtype, args))
+    with progress.step("GEMM throughput, again"):
+        gemm.append(measure_gemm(args.device, args.gemm_size, args.repeats))
     load = (load_before, os.getloadavg()[0])
     report = markdown_report(rows, restart_rows, args, command,
-                             time.perf_counter() - started, load)
+                             time.perf_counter() - started, load, gemm)
     rt.atomic_write_text(out, report)
     if not args.quiet:
         print(report)
@@ -354,6 +496,17 @@ def add_gmm_parser(subparsers):
     parser.add_argument("--screen-iters", type=int, default=5,
                         help="screen_iters of the screened restarts (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="data and start seed")
+    parser.add_argument("--peers", type=_peer_list, default=("sklearn",),
+                        help="libraries timed against ours, comma-separated "
+                             "subset of " + ",".join(PEERS) + " (default sklearn; "
+                             "scikit-learn is always included; gmmx and torchgmm "
+                             "come with pip install -e '.[bench]')")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds of one process per library "
+                             "(default 2)")
+    parser.add_argument("--gemm-size", type=int, default=2048,
+                        help="n of the n x n GEMM that measures the machine's "
+                             "throughput (default 2048)")
     parser.add_argument("--out", default="out/benchmark_gmm.md",
                         help="markdown output (default out/benchmark_gmm.md)")
     parser.add_argument("--quiet", action="store_true",
@@ -361,6 +514,12 @@ def add_gmm_parser(subparsers):
     device.add_arguments(parser)
     parser.set_defaults(run=run_gmm)
     return parser
+
+
+def _peer_list(text):
+    peers = choice_list(PEERS)(text)
+    return ("sklearn",) + tuple(peer for peer in dict.fromkeys(peers)
+                                if peer != "sklearn")
 
 
 def parse_args(argv=None, prog: str | None = None):
@@ -373,9 +532,10 @@ def parse_args(argv=None, prog: str | None = None):
     args = parser.parse_args(argv)
     if args.benchmark != "gmm":  # the other parsers validate their own options
         return args
-    for name in ("iters", "repeats"):
+    for name in ("iters", "repeats", "rounds", "gemm_size"):
         if getattr(args, name) < 1:
-            gmm.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+            gmm.error(f"--{name.replace('_', '-')} must be >= 1, got "
+                      f"{getattr(args, name)}")
     if args.restarts < 0:
         gmm.error(f"--restarts must be >= 0, got {args.restarts}")
     if args.restart_n is not None and args.restart_n < 2:

@@ -593,7 +593,7 @@ def test_rejects_object_dtype():
         ({"num_restarts": 0}, "num_restarts"),
         ({"reg_covar": -1.0}, "reg_covar"),
         ({"covariance_type": "banded"}, "covariance_type"),
-        ({"init": "kmeans"}, "init"),
+        ({"init": "k-means"}, "init"),  # "kmeans" is a start since issue 14
         ({"rng_key": None}, "rng_key"),
     ],
 )

@@ -8,14 +8,15 @@ every restart fails; ``fit_<model>_restarts`` returns every restart
 (``EMRestarts``); ``fit_<model>_chunked`` fits rows streamed from a
 ``data.chunks.ChunkedRows`` (``fit_<model>`` also accepts one); and
 ``fit_<model>_sweep`` fits a list of K in one compiled program;
+``fit_<model>_online`` runs stepwise EM over batches (one M-step per batch; its
+state and single step are public for ``partial_fit``);
 ``fit_gaussian_mixture_weighted`` takes a weight per row (``sample_weight``).
 Defaults differ where the models' users expect them to: the GMM's are
 scikit-learn's (max_iters=100, tol=1e-3), the multinomial's the tutorial's
 reference protocol made absolute (max_iters=1000, tol=1e-6 nats per basket; its
 package docstring says why). ``fit_linear_regression`` fits the evidence's two
-precisions;
-``fit_latent_class`` the latent class model (independent categorical answers)
-with the mixtures' restart contract.
+precisions; ``fit_latent_class`` the latent class model (independent
+categorical answers) with the mixtures' restart contract.
 """
 
 from latentmix.inference.em.driver import (
@@ -30,6 +31,7 @@ from latentmix.inference.em.gaussian_mixture import (
     GMMRestarts,
     fit_gaussian_mixture,
     fit_gaussian_mixture_chunked,
+    fit_gaussian_mixture_online,
     fit_gaussian_mixture_restarts,
     fit_gaussian_mixture_sweep,
 )
@@ -48,6 +50,7 @@ from latentmix.inference.em.linear_regression import (
 from latentmix.inference.em.multinomial_mixture import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_chunked,
+    fit_multinomial_mixture_online,
     fit_multinomial_mixture_restarts,
     fit_multinomial_mixture_sweep,
 )
@@ -68,6 +71,7 @@ __all__ = [
     "MultinomialMixturePrior",
     "fit_gaussian_mixture",
     "fit_gaussian_mixture_chunked",
+    "fit_gaussian_mixture_online",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
     "fit_gaussian_mixture_weighted",
@@ -77,6 +81,7 @@ __all__ = [
     "fit_linear_regression",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",
+    "fit_multinomial_mixture_online",
     "fit_multinomial_mixture_restarts",
     "fit_multinomial_mixture_sweep",
     "run_em",

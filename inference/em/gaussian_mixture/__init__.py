@@ -6,6 +6,9 @@ Map of the package, in reading order (each module imports only those below it):
                the fit) and ``fit_gaussian_mixture_restarts`` (every restart);
   chunked.py   ``fit_gaussian_mixture_chunked``: out of core, every iteration
                streams a ``data.chunks.ChunkedRows``;
+  online.py    ``fit_gaussian_mixture_online``: stepwise EM over batches, one
+               M-step per batch; ``OnlineState`` and ``online_step`` (what an
+               estimator's ``partial_fit`` calls);
   outcome.py   the best restart of a fit and the warnings about it (shared by
                fit.py and chunked.py);
   sweep.py     ``fit_gaussian_mixture_sweep``: a whole K sweep as one program;
@@ -15,7 +18,10 @@ Map of the package, in reading order (each module imports only those below it):
   checks.py    checks at the Python boundary: data, options, init, prior;
   starts.py    k-means++ / Lloyd / "random_from_data" starts (``INIT_METHODS``);
   steps.py     the maths: E-step, sufficient statistics ``GMMStats``, M-step
-               (one function per covariance type), reseeding, objective.
+               (one function per covariance type), reseeding, objective;
+  blocked.py   full-covariance statistics in row blocks, two matrix products
+               per block (when the per-row products do not fit in memory);
+  pairs.py     the per-row products x_ij x_il laid out for fast building.
 
 A call of ``fit_gaussian_mixture`` walks down fit.py -> restarts.py -> steps.py.
 
@@ -79,6 +85,14 @@ from latentmix.inference.em.gaussian_mixture.fit import (
     fit_gaussian_mixture,
     fit_gaussian_mixture_restarts,
 )
+from latentmix.inference.em.gaussian_mixture.online import (
+    OnlineOptions,
+    OnlineResult,
+    OnlineState,
+    fit_gaussian_mixture_online,
+    online_start,
+    online_step,
+)
 from latentmix.inference.em.gaussian_mixture.restarts import PRODUCTS_MAX_ELEMENTS
 from latentmix.inference.em.gaussian_mixture.starts import INIT_METHODS
 from latentmix.inference.em.gaussian_mixture.steps import (
@@ -105,17 +119,23 @@ __all__ = [
     "GMMRestarts",
     "GMMStats",
     "INIT_METHODS",
+    "OnlineOptions",
+    "OnlineResult",
+    "OnlineState",
     "PRODUCTS_MAX_ELEMENTS",
     "add_statistics",
     "e_step",
     "elbo",
     "fit_gaussian_mixture",
     "fit_gaussian_mixture_chunked",
+    "fit_gaussian_mixture_online",
     "fit_gaussian_mixture_restarts",
     "fit_gaussian_mixture_sweep",
     "m_step",
     "m_step_from_statistics",
     "objective",
+    "online_start",
+    "online_step",
     "row_products",
     "statistics",
 ]

@@ -190,9 +190,8 @@ def _weighted_centre(x, row_weights):
 def _finish(problem: Problem, params, num_reseeds, num_iters, converged, trace,
             covariance_type):
     """Recompute the objective at the final params and mark non-finite fits."""
-    # "full" goes through the Cholesky whitening here: measured faster than the
-    # pairs product for this one E-step (a fit of 10 iterations at n = 1e5,
-    # d = k = 16: 470 against 545 ms).
+    # "full" goes through the row blocks of ``blocked`` here (the log-likelihood
+    # alone): measured faster than the kept pairs product for this one E-step.
     products = None if covariance_type == "full" else problem.products
     value = mean_log_likelihood(params, problem.centred, problem.row_weights,
                                 problem.num_rows, covariance_type, products)

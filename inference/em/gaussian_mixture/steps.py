@@ -6,7 +6,8 @@ table of the package docstring. Reading order:
 
   ``e_step``                 log responsibilities (PRML eq. 9.23), with the
                              log-densities read off per-row products
-                             (``row_products``) where they exist;
+                             (``row_products``) where they exist (full
+                             covariances without them: ``blocked``);
   ``statistics``             the E-step summarised as ``GMMStats`` (sums over
                              rows, which add up over chunks and devices:
                              ``add_statistics``);
@@ -49,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentmix.inference.em.gaussian_mixture.blocked import full_block_statistics
 from latentmix.models.gaussian_mixture import (
     GMMParams,
     check_covariance_type,
@@ -209,14 +211,24 @@ def second_moment(x, row_weights):
 
 
 def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
-               products=None):
+               products=None, *, about_origin: bool = False):
     """E-step at ``params`` summarised as ``GMMStats``.
 
     ``products``: ``row_products(x, covariance_type)`` (then the shift is 0 and
     the E- and M-step products read them); for "tied", the (d, d) moment
     sum_i v_i x_i x_i^T of these rows (``second_moment``), which no iteration
-    changes; or None (then "full" shifts by ``params.means``).
+    changes; or None (then "full" runs over row blocks, ``blocked``, with the
+    shift that module chooses). ``about_origin``: every statistic about 0
+    (shift 0), so that statistics computed at different parameters can be
+    averaged (online EM).
     """
+    if covariance_type == "full" and products is None:
+        # Row blocks, two matrix products each (``blocked``); the shift is the
+        # current means or 0, as ``blocked.full_route`` decides.
+        shift = jnp.zeros_like(params.means) if about_origin else params.means
+        return GMMStats(*full_block_statistics(
+            params.means, params.covariances, jnp.log(params.weights), x,
+            row_weights, shift))
     log_resp, log_norm = e_step(params, x, covariance_type, products)
     real = row_weights > 0
     weighted_resp = jnp.exp(log_resp) * row_weights[:, None]
@@ -364,6 +376,11 @@ def step_from_statistics(state: LoopState, stats: GMMStats, num_rows,
 def mean_log_likelihood(params, x, row_weights, num_rows, covariance_type,
                         products=None):
     """(1/N) sum_i v_i log p(x_i | theta); a padding row (v_i = 0) adds nothing."""
+    if covariance_type == "full" and products is None:
+        total = full_block_statistics(
+            params.means, params.covariances, jnp.log(params.weights), x,
+            row_weights, params.means, with_second=False)[3]
+        return total / num_rows
     log_norm = e_step(params, x, covariance_type, products)[1]
     return jnp.sum(jnp.where(row_weights > 0, row_weights * log_norm, 0.0)) / num_rows
 

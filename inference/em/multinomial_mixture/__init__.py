@@ -10,6 +10,8 @@ The package, in reading order (each module imports only those below it):
                program (components padded to K_max and masked).
 * ``chunked``  ``fit_multinomial_mixture_chunked``: out-of-core EM over a
                ``data.chunks.ChunkedRows``, one pass over the rows per iteration.
+* ``online``   ``fit_multinomial_mixture_online``: stepwise EM over batches;
+               ``MultinomialOnlineState`` and ``multinomial_online_step``.
 * ``restarts`` random starts, ``run_restarts`` (the one jitted program: every
                restart under vmap, global stage then grouped stage, optional
                screening), the best restart and what a fit warns or raises.
@@ -129,6 +131,13 @@ from latentmix.inference.em.multinomial_mixture.fit import (
     fit_multinomial_mixture,
     fit_multinomial_mixture_restarts,
 )
+from latentmix.inference.em.multinomial_mixture.online import (
+    MultinomialOnlineResult,
+    MultinomialOnlineState,
+    fit_multinomial_mixture_online,
+    multinomial_online_start,
+    multinomial_online_step,
+)
 from latentmix.inference.em.multinomial_mixture.steps import LOG_ZERO
 from latentmix.inference.em.multinomial_mixture.sweep import (
     fit_multinomial_mixture_sweep,
@@ -140,10 +149,15 @@ __all__ = [
     "LOG_ZERO",
     "SPARSE_DENSITY_THRESHOLD",
     "ChunkSummary",
+    "MultinomialOnlineResult",
+    "MultinomialOnlineState",
     "choose_layout",
     "fit_multinomial_mixture",
     "fit_multinomial_mixture_chunked",
+    "fit_multinomial_mixture_online",
     "fit_multinomial_mixture_restarts",
     "fit_multinomial_mixture_sweep",
+    "multinomial_online_start",
+    "multinomial_online_step",
     "summarise_chunks",
 ]
