@@ -84,14 +84,17 @@ def _check_columns(frame: pd.DataFrame, required, source: str) -> None:
         )
 
 
-def _check_no_missing(frame: pd.DataFrame, columns, source: str) -> None:
+def _check_no_missing(frame: pd.DataFrame, columns, source: str,
+                      file_rows: bool = False) -> None:
     for column in columns:
         missing = frame[column].isna().to_numpy()
         if missing.any():
-            first = frame.index[int(np.argmax(missing))]
+            position = int(np.argmax(missing))
+            first = (f"row {position + 1}" if file_rows
+                     else f"index {frame.index[position]!r}")
             raise ValueError(
                 f"{source} column {column!r} has {int(missing.sum())} missing "
-                f"value(s) (first at index {first!r}); drop or fill those lines "
+                f"value(s) (first at {first}); drop or fill those lines "
                 f"before building baskets"
             )
 
@@ -134,6 +137,7 @@ def baskets_from_lines(
     quantity_column: str | None = None,
     value: str = "lines",
     categories=None,
+    source: str | None = None,
 ) -> BasketCounts:
     """Count the lines (or units) of each category in each basket.
 
@@ -151,6 +155,8 @@ def baskets_from_lines(
         categories: fixed column labels, in order (e.g. a training set's); every
             line's category must be among them. Default: the sorted distinct
             categories of ``frame`` (the reference's pivot order).
+        source: the file ``frame`` was read from: errors then name it and its
+            1-based data rows (default: "frame" and pandas index labels).
 
     Returns:
         BasketCounts with rows sorted by household, time, then basket id. With
@@ -170,13 +176,14 @@ def baskets_from_lines(
         raise ValueError(
             'value="quantity" needs quantity_column, the column of units per line'
         )
-    source = "frame"
+    file_rows = source is not None  # errors name the file and its 1-based rows
+    source = "frame" if source is None else str(source)
     columns = [basket_column, household_column, category_column]
     columns += [c for c in (time_column, quantity_column) if c is not None]
     _check_columns(frame, columns, source)
     if len(frame) == 0:
         raise ValueError(f"{source} has no lines; nothing to count")
-    _check_no_missing(frame, columns, source)
+    _check_no_missing(frame, columns, source, file_rows)
 
     if categories is None:
         category_codes, category_names = pd.factorize(frame[category_column], sort=True)
@@ -228,7 +235,8 @@ def baskets_from_lines(
     if value == "lines":
         data = np.ones(len(frame), dtype=np.int64)
     else:
-        data = _integer_quantities(frame[quantity_column], source, quantity_column)
+        data = _integer_quantities(frame[quantity_column], source, quantity_column,
+                                   file_rows=file_rows)
     counts = sp.coo_matrix(
         (data, (row_of_basket[basket_codes], category_codes)),
         shape=(len(basket_labels), len(category_names)),

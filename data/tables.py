@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
+from latentmix.data.validation import warn
+
 __all__ = [
     "BasketTable",
     "DataError",
@@ -72,6 +74,22 @@ def _check_ragged(path: Path, sep: str, num_columns: int) -> None:
                 )
 
 
+def _check_not_compressed(path: Path) -> None:
+    """A compressed or binary file gets its name, not a text-decoding error."""
+    with path.open("rb") as handle:
+        magic = handle.read(8)
+    kinds = {b"\x1f\x8b": ("gzip", "gunzip it (gzip -d)"),
+             b"PK\x03\x04": ("zip (or an Excel .xlsx)",
+                              "unzip it, or export the sheet as CSV"),
+             b"BZh": ("bzip2", "decompress it (bzip2 -d)"),
+             b"\xfd7zXZ": ("xz", "decompress it (xz -d)"),
+             b"PAR1": ("parquet", "give it the .parquet suffix"),
+             b"\xd0\xcf\x11\xe0": ("Excel .xls", "export the sheet as CSV")}
+    for prefix, (kind, fix) in kinds.items():
+        if magic.startswith(prefix):
+            raise DataError(f"{path} is a {kind} file, not a CSV; {fix} first")
+
+
 def read_table(path, *, sep: str | None = None) -> pd.DataFrame:
     """Read a CSV (any delimiter among , ; tab |) or parquet file, validated.
 
@@ -89,6 +107,7 @@ def read_table(path, *, sep: str | None = None) -> pd.DataFrame:
             raise DataError(f"{path} is not a readable parquet file: {error}") from None
         columns = [str(name) for name in frame.columns]
     else:
+        _check_not_compressed(path)
         try:
             sep = sep or _sniff_delimiter(path)
             columns = _read_header(path, sep)
@@ -105,7 +124,18 @@ def read_table(path, *, sep: str | None = None) -> pd.DataFrame:
             )
         except pd.errors.ParserError as error:
             raise DataError(f"{path} could not be parsed: {error}") from None
-    stripped = [name.strip().lstrip("\ufeff") for name in columns]
+    stripped = [name.strip().lstrip("\ufeff").strip() for name in columns]
+    renamed = [f"{old!r} -> {new!r}" for old, new in zip(columns, stripped,
+                                                        strict=True) if old != new]
+    if renamed:
+        warn(f"{path}: column names stripped of surrounding spaces or a "
+             f"byte-order mark: {', '.join(renamed[:10])}")
+    if len(stripped) > 1 and not stripped[0] and all(stripped[1:]):
+        # pandas' to_csv writes the row index as a first column without a name
+        warn(f"{path}: the first column has no name: read as a saved row index "
+             f"(pandas' to_csv default) and left out")
+        frame = frame.iloc[:, 1:]
+        stripped = stripped[1:]
     blanks = [i + 1 for i, name in enumerate(stripped) if not name]
     if blanks:
         raise DataError(f"{path}: column(s) {blanks} have no name; name every column")
@@ -150,6 +180,24 @@ def require_columns(frame: pd.DataFrame, columns, *, path, role: str = "column")
         )
 
 
+def _number_hint(value) -> str:
+    """What a non-number probably is: a decimal comma or a thousands separator."""
+    import re
+
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", text):
+        return "; it looks like a thousands separator: remove the commas"
+    if re.fullmatch(r"[-+]?\d*,\d+", text):
+        return ("; it looks like a decimal comma: save the file with decimal "
+                "points (or a ';'-separated file with ',' decimals converted)")
+    if re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", text):
+        return ("; it looks like '.' thousands and ',' decimals: save the file "
+                "with decimal points and no thousands separators")
+    return ""
+
+
 def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
@@ -175,11 +223,7 @@ def numeric_matrix(frame: pd.DataFrame, columns, *, path) -> np.ndarray:
             if not_numeric.any():
                 row = _first_bad(not_numeric)
                 value = raw.iloc[row]
-                hint = (
-                    "; remove the thousands separator"
-                    if isinstance(value, str) and "," in value
-                    else ""
-                )
+                hint = _number_hint(value)
                 raise DataError(
                     f"{path}: column {name!r}, row {row + 1}: value {value!r} is "
                     f"not a number{hint}"
@@ -283,7 +327,7 @@ def basket_table(frame: pd.DataFrame, *, path, table_format: str = "wide",
         baskets = baskets_from_lines(
             lines, basket_column=basket_column, household_column=household,
             category_column=category_column, quantity_column=quantity_column,
-            value="quantity" if quantity_column else "lines")
+            value="quantity" if quantity_column else "lines", source=str(path))
         return BasketTable(scipy.sparse.csr_matrix(baskets.counts),
                            np.asarray(baskets.basket_ids),
                            np.asarray(baskets.household_ids) if groups else None,

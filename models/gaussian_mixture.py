@@ -75,6 +75,7 @@ __all__ = [
     "to_sites",
     # standardised coordinates (scale-free Bayesian inference)
     "AffineMap",
+    "relative_floor",
     "standardise_prior",
     "standardise_sites",
     "standardising_map",
@@ -704,6 +705,20 @@ def standardising_map(x, covariance_type: str = "full") -> AffineMap:
     if covariance_type == "spherical":
         scale = np.full_like(scale, np.sqrt(np.mean(scale**2)))
     return AffineMap(centre, scale)
+
+
+def relative_floor(x, reg_covar: float = 1e-6) -> float:
+    """A variance floor ``reg_covar`` times the smallest column variance of x.
+
+    scikit-learn's ``reg_covar`` (1e-6) is absolute: on a column measured in
+    units where its variance is 1e-6 the floor doubles every variance and
+    biases EM against the Bayesian posterior (which has no floor). Relative
+    to the smallest non-zero column variance, the floor is negligible for
+    every column whatever its units (1.0 if no column varies).
+    """
+    variances = np.var(np.asarray(x, dtype=np.float64), axis=0)
+    positive = variances[variances > 0]
+    return float(reg_covar * (positive.min() if positive.size else 1.0))
 
 
 def standardise_prior(prior: GMMPrior, amap: AffineMap) -> GMMPrior:

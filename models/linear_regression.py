@@ -301,7 +301,25 @@ def check_regression_data(X, y=None):
             f"are collinear or carry no information, so the posterior equals the "
             f"prior along those directions. Drop duplicates of the bias column."
         )
+    duplicates = _duplicated_columns(values, constant)
+    if duplicates:
+        warn(
+            f"X has identical columns {duplicates}: the data cannot tell their "
+            f"weights apart, so the posterior splits the effect between them "
+            f"(their sum is estimated, not each weight); drop all but one"
+        )
     return jnp.asarray(X), None if y is None else jnp.asarray(y)
+
+
+def _duplicated_columns(values, constant) -> list:
+    """Groups of identical non-constant columns (0-based indices)."""
+    if values.shape[1] > 2000:
+        return []
+    varying = [j for j in range(values.shape[1]) if j not in set(constant.tolist())]
+    seen: dict = {}
+    for j in varying:
+        seen.setdefault(values[:, j].tobytes(), []).append(j)
+    return [group for group in seen.values() if len(group) > 1]
 
 
 def _check_precisions(prior_precision, noise_precision):

@@ -251,18 +251,16 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
         run_state.start(folder.path)
         rt.on_abort(lambda: run_state.started and run_state.write_params(
             "interrupted"))
-        frame = read_table(args.data, sep=args.sep)
         fitter = {"linear-regression": fit_linear_regression,
                   "gaussian-mixture": fit_gaussian_mixture,
                   "multinomial-mixture": fit_multinomial_mixture}[args.model]
         # Failures are recorded in params.json while the folder is still held.
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings():
                 warnings.simplefilter("always")
-                try:
-                    outcome = fitter(args, frame, progress, run_state)
-                finally:
-                    run_state.notes += cli_warnings(caught, args)
+                warnings.showwarning = warning_printer(args, run_state)
+                frame = read_table(args.data, sep=args.sep)
+                outcome = fitter(args, frame, progress, run_state)
         except KeyboardInterrupt as interrupt:
             idata = (interrupt.idata if isinstance(interrupt, SamplingInterrupted)
                      else None)
@@ -285,17 +283,22 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
     return rt.EXIT_OK
 
 
-def cli_warnings(caught, args) -> list[str]:
-    """The warnings of a run as text, each once; the library's advice about
-    never-observed categories is replaced by the command line's (which names
-    them and gives the flag)."""
-    notes = []
-    for warning in caught:
-        text = f"{warning.category.__name__}: {warning.message}"
+def warning_printer(args, run_state: Run):
+    """A ``warnings.showwarning`` that prints each warning once, as it happens,
+    and records it for params.json; the library's advice about never-observed
+    categories is replaced by the command line's (which names them and gives
+    the flag)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = f"{category.__name__}: {message}"
         if "are never observed" in text and args.model == "multinomial-mixture":
-            continue  # said by fit_multinomial_mixture's caller, with names
-        notes.append(text)
-    return list(dict.fromkeys(notes))
+            return  # said by fit_multinomial_mixture's caller, with names
+        if text in run_state.notes:
+            return
+        run_state.notes.append(text)
+        print(f"warning: {text}", file=sys.stderr)
+
+    return show
 
 
 def summary(args, outcome: Outcome, run_state: Run) -> None:
@@ -340,7 +343,8 @@ def main(argv=None, prog: str = "fit.py") -> int:
         print(f"error: output: {error}", file=sys.stderr)
         return rt.EXIT_OUTPUT
     except FloatingPointError as error:
-        print(f"error: numerical failure: {error}", file=sys.stderr)
+        print(f"error: numerical failure: {in_cli_terms(str(error))}",
+              file=sys.stderr)
         return rt.EXIT_NUMERIC
     except KeyboardInterrupt:
         print("interrupted: partial results written with status 'interrupted'"
@@ -358,8 +362,30 @@ def main(argv=None, prog: str = "fit.py") -> int:
             raise  # not the data's fault: a traceback (exit 1), not "invalid data"
         if os.environ.get("LATENTMIX_DEBUG"):
             traceback.print_exc()
-        print(f"error: invalid data: {error}", file=sys.stderr)
+        print(f"error: invalid data: {in_cli_terms(str(error))}", file=sys.stderr)
         return rt.EXIT_DATA
+
+
+# The library's argument names as this command's flags, for its messages.
+CLI_NAMES = {"num_components": "--k", "max_iters": "--max-iters",
+             "num_restarts": "--restarts", "n_components": "--k",
+             "num_chains": "--num-chains", "num_samples": "--num-samples",
+             "num_warmup": "--num-warmup", "pseudocount": "--pseudocount"}
+
+
+def in_cli_terms(message: str) -> str:
+    """A library message with argument names replaced by the flags that set
+    them (``num_components=5`` reads ``--k 5``)."""
+    import re
+
+    message = re.sub(
+        r"prior=MultinomialMixturePrior\(probs_concentration=1 \+\s*pseudocount\)"
+        r"(, e\.g\. 1\.01)?", "--pseudocount 0.01 (a Dirichlet pseudocount)",
+        message)
+    for name, flag in CLI_NAMES.items():
+        message = re.sub(rf"\b{name}=", f"{flag} ", message)
+        message = re.sub(rf"\b{name}\b", flag, message)
+    return message
 
 
 def record_failure(run_state: Run, status: str, error) -> None:
@@ -572,8 +598,11 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
     payload = {"model": "gaussian-mixture", "columns": columns,
                "covariance_type": args.covariance_type}
     outcome = Outcome(payload, pd.DataFrame(), "assignments.csv")
+    # The variance floor relative to the data (1e-6 of the smallest column
+    # variance), as in the cross-check: negligible in any units.
     fit_options = {"covariance_type": args.covariance_type,
-                   "num_restarts": args.restarts, "max_iters": args.max_iters}
+                   "num_restarts": args.restarts, "max_iters": args.max_iters,
+                   "reg_covar": gm.relative_floor(raw)}
     largest = args.k if args.k_range is None else max(args.k_range)
     check_memory(args, len(x), x.shape[1], min(largest, len(x)),
                  products=x.shape[1] * (x.shape[1] + 1) // 2)

@@ -67,7 +67,9 @@ def call(capsys, *argv):
         ("", "is empty"),
         ("a,b,y\n", "header but no data rows"),
         ("a,a,y\n1,2,3\n4,5,6\n", "'a' appears twice"),
-        ("a;b;y\n1;2;3\n", None),  # a semicolon file is read correctly
+        # a semicolon file is read correctly (two rows: one row is refused,
+        # as the noise precision cannot be estimated from it)
+        ("a;b;y\n1;2;3\n4;6;5\n2;1;1\n", None),
         ("a,b,y\n1,2,3\n4,5\n", "data row 2 has 2 fields"),
         ("a,b,y\n1,2,3\n4,x,6\n7,8,9\n",
          "column 'b', row 2: value 'x' is not a number"),

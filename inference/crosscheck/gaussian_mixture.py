@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 METHODS = ("map", "vi", "nuts")
-REG_COVAR = 1e-6  # scikit-learn's default floor, used by both sides
+REG_COVAR = 1e-6  # scikit-learn's default floor, relative here, both sides
 SAME_START_RTOL = 1e-10  # float64 rounding through a few contractive EM steps
 MAP_TOL_SD = 1e-3  # optimiser precision, in posterior sds (see _check_map)
 BIC_RTOL = 1e-10  # two float64 sums of n log-densities
@@ -75,7 +75,7 @@ def crosscheck_gaussian_mixture(
     num_restarts: int = 10,
     max_iters: int = 1000,
     tol: float = 1e-10,
-    reg_covar: float = REG_COVAR,
+    reg_covar: float | None = None,
     prior=None,
     num_chains: int = 4,
     num_warmup: int = 500,
@@ -100,7 +100,9 @@ def crosscheck_gaussian_mixture(
         EM and its scikit-learn checks always run.
       num_restarts, max_iters, tol, reg_covar: EM settings (tol is absolute on
         the mean log-likelihood per row; the default 1e-10 lets the scikit-learn
-        comparison resolve 1e-8 nats).
+        comparison resolve 1e-8 nats; reg_covar None: 1e-6 of the smallest
+        column variance, ``models.gaussian_mixture.relative_floor``, given to
+        scikit-learn too, so that the floor is negligible in any units).
       prior: GMMPrior of the Bayesian methods; None: ``default_prior(x, K)``.
       num_chains, num_warmup, num_samples: NUTS sizes.
       map_steps, vi_steps, vi_draws: SVI sizes.
@@ -128,6 +130,8 @@ def crosscheck_gaussian_mixture(
         raise ValueError(f"methods must be among {METHODS}, got {unknown}")
     x = np.asarray(x, dtype=np.float64)
     gm.check_covariance_type(covariance_type)
+    if reg_covar is None:  # scale-free: relative to the smallest column variance
+        reg_covar = gm.relative_floor(x, REG_COVAR)
     keys = dict(zip(("em", "start", "map", "vi", "nuts"),
                     jax.random.split(rng_key, 5), strict=True))
     prior = gm.default_prior(x, num_components) if prior is None else prior

@@ -108,6 +108,16 @@ def fit_linear_regression(
       ``trace`` the log evidence per iteration (never decreasing).
     """
     X, y = check_regression_data(X, y)
+    if X.shape[0] < 2:
+        raise ValueError(
+            f"need at least 2 rows to estimate the noise precision, got "
+            f"{X.shape[0]}; add rows, or fix both precisions and use "
+            f"models.linear_regression.posterior")
+    if float(jnp.ptp(y)) == 0.0:
+        raise ValueError(
+            f"y is constant (every value {float(y[0]):g}): there is nothing to "
+            f"explain, and the noise precision that maximises the evidence is "
+            f"infinite; check the target column")
     _check_magnitudes(X, y)
     max_iters = check_int("max_iters", max_iters, minimum=0)
     check_nonnegative("tol", tol)

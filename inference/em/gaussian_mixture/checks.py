@@ -86,6 +86,8 @@ def check_data(x, num_components, covariance_type, reg_covar, prior):
         )
     varying = _varying_columns(x)
     check_constant_columns(varying, reg_covar, prior)
+    if covariance_type in ("full", "tied"):
+        check_collinear_columns(x, varying)
     # A column with >= k distinct values proves >= k distinct rows; try the first
     # rows of each column (cheap), then whole columns, and only fall back to the
     # (slower) row-wise unique when no column proves it.
@@ -120,6 +122,40 @@ def check_constant_columns(varying, reg_covar, prior) -> None:
         f"x has constant column(s) {constant}: their variance in every "
         f"component is the floor (reg_covar={reg_covar} or the prior); "
         f"consider dropping them",
+        DataWarning,
+    )
+
+
+def check_collinear_columns(x, varying, max_rows: int = 5000,
+                            max_columns: int = 512) -> None:
+    """Warn when the non-constant columns are (nearly) linearly dependent.
+
+    Then every component's full covariance is singular along the same
+    direction whatever K is: its variance sits at the floor. The test: the
+    smallest eigenvalue of the columns' correlation matrix (on the first
+    ``max_rows`` rows; an exact dependence holds in any subset) below 1e-10
+    of the largest; the columns loading on that eigenvector are named.
+    """
+    columns = np.flatnonzero(np.asarray(varying))
+    if len(columns) < 2 or len(columns) > max_columns:
+        return
+    sample = np.asarray(x[:max_rows], dtype=np.float64)[:, columns]
+    if len(sample) <= len(columns):
+        return  # fewer rows than columns: dependent by counting, warned elsewhere
+    with np.errstate(all="ignore"):
+        correlation = np.corrcoef(sample, rowvar=False)
+    if not np.all(np.isfinite(correlation)):
+        return
+    values, vectors = np.linalg.eigh(correlation)
+    if values[0] > 1e-10 * values[-1]:
+        return
+    loading = np.abs(vectors[:, 0])
+    involved = columns[loading > 0.1 * loading.max()].tolist()
+    warn(
+        f"columns {involved} of x are linearly dependent (collinear): every "
+        f"component's covariance is singular along that direction, whatever "
+        f"num_components is, and its variance sits at the floor; drop one of "
+        f"those columns (or use covariance_type='diag')",
         DataWarning,
     )
 

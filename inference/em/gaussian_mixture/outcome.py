@@ -80,7 +80,8 @@ def _warn_about_fit(restarts, best, covariance_type, reg_covar, max_iters, tol,
                 f"component(s) {collapsed} collapsed: a variance sits at the "
                 f"reg_covar floor ({reg_covar}), so the likelihood is inflated by "
                 f"a near-singular component. Lower num_components, increase "
-                f"reg_covar or give a prior",
+                f"reg_covar or give a prior (when columns of x are collinear, "
+                f"drop one of them instead)",
                 DataWarning,
             )
     if max_iters > 0 and not bool(best.converged):
