@@ -23,6 +23,7 @@ __all__ = [
     "BasketTable",
     "DataError",
     "basket_table",
+    "check_input_file",
     "count_matrix",
     "default_columns",
     "heldout_split",
@@ -36,7 +37,9 @@ class DataError(ValueError):
     """Invalid input data (the command-line scripts exit with status 3)."""
 
 
-def _check_path(path: Path) -> None:
+def check_input_file(path) -> None:
+    """The input exists, is a readable non-empty file (DataError otherwise)."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"input file not found: {path}; check the --data path")
     if path.is_dir():
@@ -99,7 +102,7 @@ def read_table(path, *, sep: str | None = None) -> pd.DataFrame:
     names are stripped of surrounding spaces and a byte-order mark.
     """
     path = Path(path)
-    _check_path(path)
+    check_input_file(path)
     if path.suffix.lower() in {".parquet", ".pq"}:
         try:
             frame = pd.read_parquet(path)
@@ -321,6 +324,9 @@ def basket_table(frame: pd.DataFrame, *, path, table_format: str = "wide",
         needed += [name for name in (groups, quantity_column) if name]
         require_columns(frame, needed, path=path)
         lines = frame.copy()
+        if quantity_column:
+            lines[quantity_column] = numeric_matrix(frame, [quantity_column],
+                                                    path=path)[:, 0]
         household = groups or "__household__"
         if not groups:
             lines[household] = 0

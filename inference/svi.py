@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
@@ -53,6 +54,7 @@ __all__ = [
 GUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}
 # BFGS keeps a p x p inverse Hessian: 4,000 values take 128 MB in float64.
 BFGS_MAX_DIM = 4000
+BFGS_RESTARTS = 4  # BFGS runs from where the previous one stopped, at most
 DEFAULT_CHUNK_STEPS = 500
 
 
@@ -126,12 +128,31 @@ def fit_map(
 
         if gtol is None:
             gtol = 1e-6 * float(np.sqrt(max(abs(float(losses[-1])), 1.0)))
-        solved = jax.scipy.optimize.minimize(
-            loss_fn, flat, method="BFGS", options={"gtol": gtol, "maxiter": 2000})
-        gradient = float(jnp.max(jnp.abs(jax.grad(loss_fn)(solved.x))))
-        if bool(jnp.isfinite(solved.fun)) and solved.fun <= losses[-1] + abs(
-                float(losses[-1])) * 1e-12:
-            unconstrained = unravel(solved.x)
+        # BFGS restarted (fresh inverse Hessian) while it stops short of gtol:
+        # a first step of a far start can end its line search early.
+        # SciPy's BFGS (its line search is robust where the loss is large and
+        # the start far, e.g. a target offset of 1e7) on the compiled loss and
+        # gradient; restarted with a fresh inverse Hessian while it stops
+        # short of gtol.
+        value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
+
+        def objective(vector):
+            value, grad = value_and_grad(jnp.asarray(vector, flat.dtype))
+            return float(value), np.asarray(grad, dtype=np.float64)
+
+        start, fun = np.asarray(flat, dtype=np.float64), float(losses[-1])
+        gradient = float(np.max(np.abs(objective(start)[1])))
+        for _ in range(BFGS_RESTARTS):
+            solved = scipy.optimize.minimize(
+                objective, start, jac=True, method="BFGS",
+                options={"gtol": gtol, "maxiter": 2000, "norm": np.inf})
+            if not (np.isfinite(solved.fun) and solved.fun <= fun + abs(fun) * 1e-12):
+                break
+            start, fun = solved.x, float(solved.fun)
+            gradient = float(np.max(np.abs(objective(start)[1])))
+            unconstrained = unravel(jnp.asarray(start, flat.dtype))
+            if gradient <= gtol:
+                break
         converged, criterion = gradient <= gtol, gradient
         note = f"max |gradient| after BFGS (gtol {gtol:.2g})"
     guide_params = svi.constrain_fn(unconstrained)

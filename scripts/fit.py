@@ -187,9 +187,9 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, default="em",
                         help="em (default), map, vi, nuts, or all (writes the "
                              "cross-check table)")
-    parser.add_argument("--covariance-type", default="full",
+    parser.add_argument("--covariance-type", default=None,
                         choices=("full", "diag", "spherical", "tied"),
-                        help="Gaussian mixture covariance structure")
+                        help="Gaussian mixture covariance structure (default full)")
     parser.add_argument("--restarts", type=positive_int, default=5,
                         help="EM restarts (best kept)")
     parser.add_argument("--max-iters", type=nonnegative_int, default=500)
@@ -230,6 +230,10 @@ def check_arguments(args) -> None:
         raise rt.UsageError("--pseudocount applies to multinomial-mixture only")
     if args.criterion == "heldout" and args.k_range is None:
         raise rt.UsageError("--criterion heldout needs --k-range")
+    if args.covariance_type is not None and args.model != "gaussian-mixture":
+        raise rt.UsageError("--covariance-type applies to gaussian-mixture only")
+    if args.covariance_type is None:
+        args.covariance_type = "full"
 
 
 def configure_jax(args) -> None:
@@ -243,10 +247,11 @@ def configure_jax(args) -> None:
 
 def run(args, progress: rt.Progress, run_state: Run) -> int:
     """Validate, fit, write. Returns the exit status (exceptions map in main)."""
-    from latentmix.data.tables import read_table
-    from latentmix.inference.mcmc import SamplingInterrupted
+    from latentmix.data.tables import DataError, check_input_file, read_table
 
+    check_input_file(args.data)  # before JAX starts and before any output
     configure_jax(args)  # a missing GPU is a usage error: before any output
+    from latentmix.inference.mcmc import SamplingInterrupted
     with rt.OutputFolder(args.out, overwrite=args.overwrite) as folder:
         run_state.start(folder.path)
         rt.on_abort(lambda: run_state.started and run_state.write_params(
@@ -261,6 +266,7 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
                 warnings.showwarning = warning_printer(args, run_state)
                 frame = read_table(args.data, sep=args.sep)
                 outcome = fitter(args, frame, progress, run_state)
+            rt.check_interrupt()  # one requested during a step without chunks
         except KeyboardInterrupt as interrupt:
             idata = (interrupt.idata if isinstance(interrupt, SamplingInterrupted)
                      else None)
@@ -270,8 +276,17 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
             record_failure(run_state, "numerical_failure", error)
             raise
         except (MemoryError, RuntimeError) as error:
-            if _out_of_memory(error):
-                record_failure(run_state, "out_of_memory", error)
+            record_failure(run_state, "out_of_memory" if _out_of_memory(error)
+                           else "failed", error)
+            raise
+        except (DataError, ValueError) as error:
+            record_failure(run_state, "invalid_data", error)
+            raise
+        except rt.OutputError as error:
+            record_failure(run_state, "output_failed", error)
+            raise
+        except Exception as error:
+            record_failure(run_state, "failed", error)
             raise
         status = "check_failed" if outcome.checks_failed else "ok"
         fit_report.finish(run_state, outcome, status)
@@ -290,7 +305,7 @@ def warning_printer(args, run_state: Run):
     the flag)."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = f"{category.__name__}: {message}"
+        text = f"{category.__name__}: {in_cli_terms(str(message))}"
         if "are never observed" in text and args.model == "multinomial-mixture":
             return  # said by fit_multinomial_mixture's caller, with names
         if text in run_state.notes:

@@ -94,6 +94,7 @@ class OutputFolder:
         self._lock = None
 
     def __enter__(self) -> "OutputFolder":
+        self._created = not self.path.exists()
         path = prepare_output_dir(self.path, overwrite=self.overwrite,
                                   marker=self.marker, check_marker=False)
         try:
@@ -112,9 +113,7 @@ class OutputFolder:
         if previous.exists():
             if not self.overwrite:
                 self.__exit__(None, None, None)
-                raise UsageError(
-                    f"{path} already holds results ({self.marker}); pass "
-                    f"--overwrite or choose another --out")
+                raise UsageError(_occupied_message(path, previous))
             self._remove_previous_outputs(previous)
         return self
 
@@ -123,6 +122,11 @@ class OutputFolder:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             os.close(self._lock)
             self._lock = None
+        if exc and exc[0] is not None and getattr(self, "_created", False):
+            try:  # a run that failed before writing anything leaves no folder
+                self.path.rmdir()
+            except OSError:
+                pass  # not empty (or gone): keep what is there
 
     def _remove_stale_temporaries(self) -> None:
         """Hidden ``.name.XXXX`` files and ``.tmp-*`` folders of atomic writes
@@ -154,6 +158,20 @@ class OutputFolder:
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+
+
+def _occupied_message(path: Path, previous: Path) -> str:
+    """Why --overwrite is needed, saying when the earlier run never finished."""
+    try:
+        status = json.loads(previous.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "running":
+        return (f"{path} holds the files of a run that never finished (params.json "
+                f"says status 'running': it was killed); pass --overwrite to "
+                f"replace them or choose another --out")
+    return (f"{path} already holds results ({previous.name}); pass --overwrite "
+            f"or choose another --out")
 
 
 def atomic_write_bytes(path, payload: bytes) -> Path:
@@ -439,8 +457,11 @@ class Progress:
 
     @contextmanager
     def step(self, message: str):
-        """Announce a step, then report its duration."""
+        """Announce a step, then report its duration; an interrupt requested
+        before or during the step is honoured at its start and end."""
+        check_interrupt()
         self(message + " ...")
         started = time.perf_counter()
         yield
         self(f"{message}: done in {time.perf_counter() - started:.1f}s")
+        check_interrupt()

@@ -170,3 +170,22 @@ def test_gmm_crosscheck_with_nuts_passes_on_raw_units(raw_mixture):
     assert check.table["passed"].all(), check.table.to_string()
     nuts = check.table[check.table["method"] == "NUTS"]
     assert len(nuts) >= 2
+
+
+def test_regression_map_when_the_prior_sets_the_scale():
+    """A target offset by 1e7 with a penalised bias and columns 1e11 apart:
+    the evidence puts the weights' prior sd far below the data's scale, so
+    standardising X and y alone left MAP 7e6 posterior sds off (the bad-input
+    campaign, RELIABILITY b2.20); in the posterior precision's whitened
+    coordinates it is the closed-form mode."""
+    rng = np.random.default_rng(6)
+    raw = rng.normal(size=(200, 3))
+    X = np.column_stack([np.ones(200), raw * np.array([1e6, 1e-5, 1.0])])
+    y = 1e7 + 1e4 * (raw @ np.array([0.5, -1.0, 2.0])) + rng.normal(0, 1e3, 200)
+    for alpha, beta in ((1.5e3, 1e-14), (1e-2, 1e-6)):
+        mean, cov = exact_posterior(X, y, alpha, beta)
+        fit, w = regression_map(X, y, prior_precision=alpha, noise_precision=beta,
+                                rng_key=jax.random.key(0))
+        assert fit.converged, fit.note
+        # As above: a Gaussian's mode is its mean; 1e-6 sd.
+        np.testing.assert_array_less(np.abs(w - mean) / np.sqrt(np.diag(cov)), 1e-6)

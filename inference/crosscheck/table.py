@@ -102,7 +102,9 @@ def verdict(table: pd.DataFrame) -> str:
         return head
     details = "; ".join(
         f"{row.check} ({row.method}): {row.statistic:.3g} vs tolerance "
-        f"{row.tolerance:.3g}" for row in failed.itertuples(index=False))
+        f"{row.tolerance:.3g} ({row.rule}"
+        + (f"; {row.note}" if getattr(row, "note", "") else "") + ")"
+        for row in failed.itertuples(index=False))
     return f"{head}; FAILED: {details}"
 
 

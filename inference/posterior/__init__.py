@@ -9,9 +9,10 @@ its data induces, with the prior mapped consistently, and the results mapped
 back: the posterior in the original units is exactly the one the model defines
 (an affine map has a constant Jacobian).
 
-  ``linear_regression``: w_std = A w + c, under which X and y are standardised
-      (``models.linear_regression.standardising_map``); the model samples w_std
-      and records w.
+  ``linear_regression``: w_std = A w + c: the posterior precision's whitened
+      coordinates with the precisions fixed (``whitening_map``), else those in
+      which X and y are standardised (``standardising_map``); the model samples
+      w_std and records w.
   ``gaussian_mixture``: the data are standardised column by column (one common
       scale for "spherical"), the conjugate prior mapped
       (``models.gaussian_mixture.standardise_prior``), draws and estimates

@@ -62,6 +62,10 @@ __all__ = [
     "warn_result",
 ]
 
+# A component whose weight ends below this holds no basket's worth of mass
+# (1e-8 of a data set of 1e8 baskets is one basket).
+EMPTY_WEIGHT = 1e-8
+
 
 def random_starts(rng_key, num_restarts, num_components, num_categories, dtype):
     """The tutorial's start for each restart: uniform weights, p_k ~ Dirichlet(2C 1_C).
@@ -218,6 +222,17 @@ def warn_result(result: EMResult, max_iters: int, tol, rtol,
             f"rtol={rtol}); increase max_iters or tol",
             ConvergenceWarning,
         )
+    weights = np.asarray(result.params.weights)
+    if weights.ndim == 1 and max_iters > 0:  # global weights (groups: per group)
+        empty = np.flatnonzero(weights < EMPTY_WEIGHT).tolist()
+        if empty:
+            warn(
+                f"{prefix}component(s) {empty} ended empty (weight below "
+                f"{EMPTY_WEIGHT:g}): the best start left them without baskets; "
+                f"try more restarts (num_restarts), or fewer components if the "
+                f"data support fewer",
+                ConvergenceWarning,
+            )
 
 
 def _outcome(result: EMResult):
