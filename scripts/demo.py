@@ -25,6 +25,7 @@ by default); the stories compute in float64 on any device.
 """
 
 import argparse
+import hashlib
 import html
 import importlib
 import platform
@@ -670,9 +671,25 @@ def shoppers_section(result, tutorial, trinomial):
     }
 
 
+def same_data_key(idata) -> tuple:
+    """Models with equal keys were fitted to the same observations: the bytes
+    of the observed_data group when present, else the pointwise shape."""
+    if "observed_data" in idata.groups():
+        observed = idata.observed_data
+        return tuple((name, observed[name].shape,
+                      hashlib.sha1(np.ascontiguousarray(
+                          observed[name].values).tobytes()).hexdigest())
+                     for name in sorted(observed.data_vars))
+    pointwise = idata.log_likelihood
+    return tuple((name, pointwise[name].shape[2:])
+                 for name in sorted(pointwise.data_vars))
+
+
 def loo_section(idatas: dict) -> dict:
     """LOO/WAIC per model from the NUTS draws' log_likelihood group, and
-    az.compare within each family of at least two; a note when none has it."""
+    az.compare within each family of at least two fitted to the same
+    observations (LOO differences between different data sets mean nothing);
+    a note when none has the group."""
     import arviz as az
 
     rows, missing, families = [], [], {}
@@ -688,11 +705,12 @@ def loo_section(idatas: dict) -> dict:
                      "se": float(loo.se), "p LOO": float(loo.p_loo),
                      "max Pareto k": float(np.max(loo.pareto_k)),
                      "elpd WAIC": float(waic.elpd_waic)})
-        families.setdefault(label.split(":")[0], {})[label] = idata
+        families.setdefault((label.split(":")[0], same_data_key(idata)),
+                            {})[label] = idata
     blocks = []
     if rows:
         blocks.append(format_table(pd.DataFrame(rows)))
-        for family, members in families.items():
+        for (family, _), members in families.items():
             if len(members) < 2:
                 continue
             with warnings.catch_warnings():
