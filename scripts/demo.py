@@ -356,7 +356,7 @@ def linear_regression_section(result, tutorial):
                 "The hiring example: five answers (high-school grades, university "
                 "GPA, an IQ test, a phone screen, the on-site interview), each low, "
                 "medium or high. A full probability table over the answers needs "
-                f"V^m − 1 = 3⁵ − 1 = {facts.get('full_table_parameters', 242)} "
+                f"Vᵐ − 1 = 3⁵ − 1 = {facts.get('full_table_parameters', 242)} "
                 "numbers, growing exponentially with the number of answers; a "
                 "latent 'ability' with L = 3 classes explaining all of them needs "
                 f"(L − 1) + mL(V − 1) = {facts.get('latent_class_parameters', 32)}. "
@@ -521,9 +521,13 @@ def trinomial_block(result) -> list:
                 "heldout_log_likelihood": "held-out log-lik (nats)",
                 "num_iters": "iterations", "converged": "converged"}))
         for item in experiments.values()))
+    k_values = list(result.get("settings", {}).get("k_values", range(2, 21)))
+    k_text = (f"K = {min(k_values)}..{max(k_values)}"
+              if k_values == list(range(min(k_values), max(k_values) + 1))
+              else "K = " + ", ".join(str(k) for k in k_values))
     return [
         heading("Synthetic trinomial experiments (n = 16 trials, C = 3, 80/20 "
-                "split, K = 2..20)"),
+                f"split, {k_text})"),
         paragraph(result["summary"]),
         format_table(pd.DataFrame(rows)),
         figure(result, "trinomial.png", wide=True),
