@@ -241,13 +241,14 @@ def plot_marginals(relabelled, em):
         dims = [dim for dim in posterior[name].dims if dim not in ("chain", "draw")]
         value = np.asarray(value)
         ref_val[name] = [dict(zip(dims, map(int, index), strict=True),
-                              ref_val=float(value[index]))
+                              ref_val=float(f"{value[index]:.3g}"))
                          for index in np.ndindex(value.shape)]
     axes = az.plot_posterior(relabelled, var_names=list(sites), ref_val=ref_val,
                              hdi_prob=HDI_PROB, textsize=7, figsize=(14, 14))
     fig = np.ravel(axes)[0].figure
-    fig.suptitle("NUTS posterior (relabelled); orange: EM estimate, with the "
-                 "posterior mass below and above it")
+    fig.suptitle("NUTS posterior (relabelled); orange: EM estimate (3 significant "
+                 "digits), with the posterior mass below and above it")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # panel titles clear of tick labels
     return fig
 
 

@@ -277,7 +277,7 @@ def plot_nuts(idata, extras, dataset):
     trace_fig = np.ravel(axes)[0].figure
     trace_fig.suptitle(f"{dataset}: hierarchical NUTS trace")
     trace_fig.tight_layout()
-    ref_val = {site: [{"ref_val": extras["em"][site]}]
+    ref_val = {site: [{"ref_val": float(f"{extras['em'][site]:.4g}")}]
                for site in ("prior_precision", "noise_precision")}
     axes = az.plot_posterior(idata, var_names=["prior_precision", "noise_precision"],
                              ref_val=ref_val, show=False)

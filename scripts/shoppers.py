@@ -75,6 +75,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from latentmix.data.shoppers import (
     basket_summary,
@@ -445,6 +446,8 @@ def plot_selection(table, chosen_k, icl_k, num_test):
     right.plot(k, table["heldout_log_likelihood"] / num_test, "o-", color="tab:green")
     right.set(xlabel="K", ylabel="mean held-out log-likelihood (nats per basket)",
               title=f"Held-out log-likelihood ({num_test:,} test baskets)")
+    for ax in (left, right):  # K is a count: no ticks between integers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 
@@ -513,7 +516,8 @@ def plot_household_visits(global_resp, grouped_resp, household, grouped_weights)
         fig.colorbar(image, ax=ax, label="responsibility")
     axes[2].bar(np.arange(grouped_weights.size), grouped_weights, color="tab:orange")
     axes[2].set(xlabel="segment", ylabel="weight",
-                title="its weights in the per-household model")
+                title="its weights in the per-household model",
+                xticks=np.arange(grouped_weights.size))
     # An invisible colorbar takes the same width, so the x axes line up.
     fig.colorbar(image, ax=axes[2]).ax.set_visible(False)
     fig.tight_layout()
@@ -536,7 +540,8 @@ def plot_rhat(rhat_table):
 
 def plot_weights_posterior(relabelled, em):
     weights = np.asarray(em.params.weights)
-    ref_val = {"weights": [{"weights_dim_0": k, "ref_val": float(w)}
+    # The EM value to 3 significant digits: ArviZ prints ref_val unrounded.
+    ref_val = {"weights": [{"weights_dim_0": k, "ref_val": float(f"{w:.3g}")}
                            for k, w in enumerate(weights)]}
     axes = az.plot_posterior(relabelled, var_names=["weights"], hdi_prob=HDI_PROB,
                              ref_val=ref_val, show=False, textsize=11,
@@ -544,6 +549,7 @@ def plot_weights_posterior(relabelled, em):
     fig = np.ravel(axes)[0].figure
     fig.suptitle("Segment weights (relabelled NUTS, K=3 subsample); reference "
                  "line: EM")
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # the title above the panels' titles
     return fig
 
 

@@ -34,6 +34,7 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from latentmix.data.simulate_counts import (
     TRINOMIAL_EXPERIMENTS,
@@ -185,6 +186,8 @@ def plot_experiments(results):
         row[2].set(xlabel="K", ylabel="BIC (training rows)",
                    title="BIC = −2 LL + p ln N")
         row[2].legend(fontsize=8)
+        for ax in row[1:]:  # K is a count: no ticks between integers
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 

@@ -21,6 +21,9 @@ class _Collector(HTMLParser):
         self.details_open: list[bool] = []
         self.summaries: list[str] = []
         self.section_ids: list[str] = []
+        # (rows, under a <details> or a derivation table) per table, in order.
+        self.tables: list[tuple[int, bool]] = []
+        self._details_depth = 0
         self._capture = None
         self._text = ""
 
@@ -31,6 +34,14 @@ class _Collector(HTMLParser):
                 self.urls.append(value)
         if tag == "details":
             self.details_open.append("open" in attributes)
+            self._details_depth += 1
+        if tag == "table":
+            # The derivation tables (class "steps") are the page's content.
+            self.tables.append((0, self._details_depth > 0
+                                or "steps" in (attributes.get("class") or "")))
+        if tag == "tr" and self.tables:
+            rows, inside = self.tables[-1]
+            self.tables[-1] = (rows + 1, inside)
         if tag == "section" and attributes.get("id"):
             self.section_ids.append(attributes["id"])
         if tag in ("h1", "h2", "th", "summary"):
@@ -41,6 +52,8 @@ class _Collector(HTMLParser):
             self._text += data
 
     def handle_endtag(self, tag):
+        if tag == "details":
+            self._details_depth -= 1
         if tag != self._capture:
             return
         text = self._text.strip()
@@ -90,6 +103,10 @@ def test_demo_fast_writes_a_self_contained_report(tmp_path):
         cell for cell in parser.header_cells if not cell or cell.isdigit()]
     # Long tables collapsed, each behind a one-line summary; only failures open.
     assert len(parser.details_open) >= 10 and not any(parser.details_open)
+    # Every table longer than a screen (header + 12 rows) sits under <details>,
+    # but for the derivation steps, which are shown open next to their checks.
+    long_tables = [(rows, inside) for rows, inside in parser.tables if rows > 13]
+    assert long_tables and all(inside for _, inside in long_tables), parser.tables
     assert any(summary.startswith("NUTS diagnostics") and "max r_hat" in summary
                for summary in parser.summaries), parser.summaries
     # Maths as HTML, the derivation next to its checks, segments as cards.

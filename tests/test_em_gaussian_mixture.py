@@ -184,6 +184,23 @@ def test_m_step_is_a_stationary_point(covariance_type, with_prior):
     assert worst > 1e-2
 
 
+def test_weight_lagrange_multiplier_is_the_number_of_rows():
+    """Appendix: with L = Q + lambda (1 - sum_c alpha_c), dL/dalpha_c =
+    N_c / alpha_c - lambda = 0, so at the M-step the raw derivative of the
+    expected complete-data log-likelihood N_c / alpha_c is the same lambda for
+    every component, and summing alpha_c lambda = N_c over c gives lambda = N.
+    jax.grad with respect to the weights as free variables (no simplex); float64
+    sums of 150 terms, so 1e-12 relative."""
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(blobs(2))
+    resp = jnp.asarray(rng.dirichlet(np.ones(3) * 0.7, size=NUM_ROWS))
+    params = em.m_step(x, resp, "full", reg_covar=0.0, prior=None)
+    gradient = jax.grad(lambda w: _expected_complete_log_likelihood(
+        params._replace(weights=w), x, resp))(params.weights)
+    np.testing.assert_allclose(np.asarray(gradient), NUM_ROWS, rtol=1e-12)
+    np.testing.assert_allclose(float(jnp.sum(params.weights)), 1.0, rtol=1e-14)
+
+
 # -------------------------------------------------------- cross-check 3: ELBO
 
 

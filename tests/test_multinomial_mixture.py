@@ -437,3 +437,38 @@ def test_lower_bound_and_log_likelihood_over_em_iterations():
     assert np.all(np.diff(log_liks) >= -1e-9) and np.all(np.diff(bounds) >= -1e-9)
     assert np.all(bounds <= log_liks[1:] + 1e-9)
     assert log_liks[-1] - log_liks[0] > 10  # the run actually climbs
+
+
+# --- checklist item 13: large baskets in log space ----------------------------------
+
+
+def test_large_baskets_do_not_underflow_where_the_pmf_product_does():
+    """Baskets of 3,000 lines over 40 categories: the reference's product of
+    probabilities prod_c p_kc^x_c is about exp(-1e4), far below the smallest
+    double (~exp(-745)), so it is exactly 0 for every component and its
+    responsibilities are 0/0. In log space the likelihood (coefficient included)
+    equals scipy's logpmf combined by logsumexp, and the responsibilities are
+    finite and sum to 1. The coefficient cancels in them: they equal the softmax
+    of log w_k + sum_c x_c log p_kc, and the argmax is that softmax's."""
+    rng = np.random.default_rng(21)
+    probs = rng.dirichlet(np.ones(40), size=3)
+    weights = np.array([0.2, 0.3, 0.5])
+    counts = np.stack([rng.multinomial(3000, probs[k]) for k in (0, 1, 2, 2)])
+    params = MultinomialMixtureParams(weights, probs)
+    with np.errstate(under="ignore"):
+        product = np.prod(probs[None] ** counts[:, None], axis=2)
+    assert np.all(product == 0.0)  # the pmf-product version underflows
+    kernel = np.log(weights) + counts @ np.log(probs).T
+    assert np.all(kernel < -745)
+    ours = np.asarray(log_likelihood(params, counts))
+    assert np.all(np.isfinite(ours))
+    # Sums of ~40 terms of size ~1e3: a few hundred ulps of 1e4 is ~1e-12 relative.
+    np.testing.assert_allclose(ours, scipy_log_likelihood(weights, probs, counts),
+                               rtol=1e-12)
+    resp = np.asarray(responsibilities(params, counts))
+    assert np.all(np.isfinite(resp))
+    np.testing.assert_allclose(resp.sum(axis=1), 1.0, rtol=1e-14)
+    expected = np.exp(kernel - logsumexp(kernel, axis=1, keepdims=True))
+    np.testing.assert_allclose(resp, expected, rtol=1e-10, atol=1e-300)
+    np.testing.assert_array_equal(np.asarray(assignments(params, counts)),
+                                  np.argmax(kernel, axis=1))

@@ -111,10 +111,19 @@ def test_loo_section_appears_with_a_log_likelihood_group_and_notes_its_absence()
             posterior={"theta": rng.normal(size=(4, 200))},
             log_likelihood={"x": draws})
     idatas["other: K = 2"] = az.from_dict(posterior={"theta": np.zeros((2, 10))})
+    # Two data sets of one story (different sizes): each gets its LOO row, but
+    # az.compare (which needs the same observations) is not run across them.
+    for name, size in (("a", 30), ("b", 40)):
+        idatas[f"regression: {name}"] = az.from_dict(
+            posterior={"theta": rng.normal(size=(4, 200))},
+            log_likelihood={"y": rng.normal(-1.0, 1e-3, (4, 200, size))},
+            observed_data={"y": np.arange(size, dtype=float)})
     section = loo_section(idatas)
     page = "".join(str(block) for block in section["blocks"])
     assert "mixture: K = 2" in page and "mixture: K = 3" in page
-    assert "az.compare across K" in page
+    assert page.count("az.compare across K") == 1
+    assert "regression: a" in page and "regression: b" in page
+    assert "regression: az.compare" not in page
     assert "Skipped for other: K = 2" in page
     elpd = float(az.loo(idatas["mixture: K = 3"]).elpd_loo)
     np.testing.assert_allclose(elpd, base[3].sum(), atol=1e-3)
