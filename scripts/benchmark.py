@@ -8,10 +8,19 @@
         [--device auto|cpu|gpu] [--out out/benchmark_gmm.md] [--seed 0] [--quiet]
     python scripts/benchmark.py multinomial [--quick] [...]
     python scripts/benchmark.py scale [--quick] [--full] [--device auto] [...]
+    python scripts/benchmark.py starts [--quick] [...]
+    python scripts/benchmark.py online [--quick] [--n 1e7] [...]
 
 ``multinomial``: our multinomial-mixture EM against the reference tutorial's
 algorithm on the Complete Journey, and the reference's whole K-sweep protocol;
 see ``scripts/benchmark_multinomial.py``.
+
+``starts``: the best-of-n log-likelihood of every start method against
+scikit-learn's default start on small, high-dimensional real data; see
+``scripts/benchmark_starts.py``.
+
+``online``: log-likelihood against wall time and passes for batch, out-of-core
+and online (stepwise) EM; see ``scripts/benchmark_online.py``.
 
 ``scale``: time per iteration and peak memory against the number of rows
 (in memory and out of core), sharded against single-device fits, sparse against
@@ -83,7 +92,13 @@ import numpy as np
 
 from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
 from latentmix.models.gaussian_mixture import COVARIANCE_TYPES
-from latentmix.scripts import benchmark_multinomial, benchmark_scale, device
+from latentmix.scripts import (
+    benchmark_multinomial,
+    benchmark_online,
+    benchmark_scale,
+    benchmark_starts,
+    device,
+)
 from latentmix.scripts import runtime as rt
 from latentmix.scripts.bench import (
     choice_list,
@@ -529,6 +544,8 @@ def parse_args(argv=None, prog: str | None = None):
     gmm = add_gmm_parser(subparsers)
     benchmark_multinomial.add_multinomial_parser(subparsers)
     benchmark_scale.add_scale_parser(subparsers)
+    benchmark_starts.add_starts_parser(subparsers)
+    benchmark_online.add_online_parser(subparsers)
     args = parser.parse_args(argv)
     if args.benchmark != "gmm":  # the other parsers validate their own options
         return args
