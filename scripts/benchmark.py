@@ -77,11 +77,9 @@ Exit status: 0 ok, 2 bad arguments, 5 output not writable.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -102,8 +100,11 @@ from latentmix.scripts import (
 from latentmix.scripts import runtime as rt
 from latentmix.scripts.bench import (
     choice_list,
+    gemm_peak,
     gmm_flops,
     int_list,
+    measure_gemm,
+    run_worker,
     simulate,  # noqa: F401 (part of this module's interface, used by tests)
     start_params,  # noqa: F401 (part of this module's interface, used by tests)
     timed,
@@ -159,44 +160,6 @@ def interleaved_medians(fns, repeats):
 
 
 # --- gmm: one configuration -------------------------------------------------------
-
-
-def run_worker(spec, timeout=None):
-    """Run one ``bench_worker`` task in a fresh Python process; its JSON result.
-
-    A library timed in its own process keeps its thread pools to itself
-    (``bench_worker``); the child inherits the environment (``JAX_PLATFORMS``,
-    thread settings)."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "latentmix.scripts.bench_worker", json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout)
-    if completed.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed on {spec}:\n"
-                           f"{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def measure_gemm(device_name, size, repeats):
-    """GEMM GFLOP/s of numpy and XLA in float64 and float32, each process alone.
-
-    Returns {(library, dtype): GFLOP/s (median of ``repeats``)}; numpy always
-    runs on the CPU, XLA on ``device_name``."""
-    rates = {}
-    for library in ("numpy", "xla"):
-        result = run_worker({"task": "gemm", "library": library,
-                             "dtypes": list(DTYPES), "size": size,
-                             "repeats": repeats, "device": device_name})
-        for dtype in DTYPES:
-            rates[(library, dtype)] = result[dtype]["gflops"]
-    return rates
-
-
-def gemm_peak(measurements, dtype, platform_name="cpu"):
-    """The machine's GEMM throughput in ``dtype``: the best of numpy and XLA over
-    every measurement of the run (on a GPU, XLA's: numpy runs on the CPU)."""
-    libraries = ("numpy", "xla") if platform_name == "cpu" else ("xla",)
-    return max(rates[(library, dtype)] for rates in measurements
-               for library in libraries)
 
 
 def bench_config(n, d, k, covariance_type, dtype, args):
