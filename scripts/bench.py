@@ -1,16 +1,22 @@
 """Pieces shared by the benchmark scripts (``benchmark.py`` and its subcommands).
 
-Timing, argument parsers for comma-separated lists, and the Gaussian-mixture
-test problem: simulated rows and one start that both libraries (or both code
-paths) begin from.
+Timing, argument parsers for comma-separated lists, the machine's GEMM
+throughput (each library in its own ``bench_worker`` process), and the
+Gaussian-mixture test problem: simulated rows and one start that both
+libraries (or both code paths) begin from.
 """
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 from latentmix.models.gaussian_mixture import GMMParams
+
+GEMM_DTYPES = ("float64", "float32")
 
 
 def timed(fn):
@@ -160,3 +166,44 @@ def start_params(x, num_components, covariance_type, seed) -> GMMParams:
     covariances = np.broadcast_to(covariance, (num_components,) + covariance.shape)
     return GMMParams(np.full(num_components, 1.0 / num_components, x.dtype),
                      x[rows].copy(), covariances.astype(x.dtype).copy())
+
+
+# --- the machine's GEMM throughput ------------------------------------------------
+
+
+def run_worker(spec, timeout=None):
+    """Run one ``bench_worker`` task in a fresh Python process; its JSON result.
+
+    A library timed in its own process keeps its thread pools to itself
+    (``bench_worker``); the child inherits the environment (``JAX_PLATFORMS``,
+    thread settings)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "latentmix.scripts.bench_worker", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed on {spec}:\n"
+                           f"{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_gemm(device_name, size, repeats):
+    """GEMM GFLOP/s of numpy and XLA in float64 and float32, each process alone.
+
+    Returns {(library, dtype): GFLOP/s (median of ``repeats``)}; numpy always
+    runs on the CPU, XLA on ``device_name``."""
+    rates = {}
+    for library in ("numpy", "xla"):
+        result = run_worker({"task": "gemm", "library": library,
+                             "dtypes": list(GEMM_DTYPES), "size": size,
+                             "repeats": repeats, "device": device_name})
+        for dtype in GEMM_DTYPES:
+            rates[(library, dtype)] = result[dtype]["gflops"]
+    return rates
+
+
+def gemm_peak(measurements, dtype, platform_name="cpu"):
+    """The machine's GEMM throughput in ``dtype``: the best of numpy and XLA over
+    every measurement of the run (on a GPU, XLA's: numpy runs on the CPU)."""
+    libraries = ("numpy", "xla") if platform_name == "cpu" else ("xla",)
+    return max(rates[(library, dtype)] for rates in measurements
+               for library in libraries)

@@ -8,10 +8,19 @@
         [--device auto|cpu|gpu] [--out out/benchmark_gmm.md] [--seed 0] [--quiet]
     python scripts/benchmark.py multinomial [--quick] [...]
     python scripts/benchmark.py scale [--quick] [--full] [--device auto] [...]
+    python scripts/benchmark.py starts [--quick] [...]
+    python scripts/benchmark.py online [--quick] [--n 1e7] [...]
 
 ``multinomial``: our multinomial-mixture EM against the reference tutorial's
 algorithm on the Complete Journey, and the reference's whole K-sweep protocol;
 see ``scripts/benchmark_multinomial.py``.
+
+``starts``: the best-of-n log-likelihood of every start method against
+scikit-learn's default start on small, high-dimensional real data; see
+``scripts/benchmark_starts.py``.
+
+``online``: log-likelihood against wall time and passes for batch, out-of-core
+and online (stepwise) EM; see ``scripts/benchmark_online.py``.
 
 ``scale``: time per iteration and peak memory against the number of rows
 (in memory and out of core), sharded against single-device fits, sparse against
@@ -68,11 +77,9 @@ Exit status: 0 ok, 2 bad arguments, 5 output not writable.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -83,12 +90,21 @@ import numpy as np
 
 from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
 from latentmix.models.gaussian_mixture import COVARIANCE_TYPES
-from latentmix.scripts import benchmark_multinomial, benchmark_scale, device
+from latentmix.scripts import (
+    benchmark_multinomial,
+    benchmark_online,
+    benchmark_scale,
+    benchmark_starts,
+    device,
+)
 from latentmix.scripts import runtime as rt
 from latentmix.scripts.bench import (
     choice_list,
+    gemm_peak,
     gmm_flops,
     int_list,
+    measure_gemm,
+    run_worker,
     simulate,  # noqa: F401 (part of this module's interface, used by tests)
     start_params,  # noqa: F401 (part of this module's interface, used by tests)
     timed,
@@ -144,44 +160,6 @@ def interleaved_medians(fns, repeats):
 
 
 # --- gmm: one configuration -------------------------------------------------------
-
-
-def run_worker(spec, timeout=None):
-    """Run one ``bench_worker`` task in a fresh Python process; its JSON result.
-
-    A library timed in its own process keeps its thread pools to itself
-    (``bench_worker``); the child inherits the environment (``JAX_PLATFORMS``,
-    thread settings)."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "latentmix.scripts.bench_worker", json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout)
-    if completed.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed on {spec}:\n"
-                           f"{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def measure_gemm(device_name, size, repeats):
-    """GEMM GFLOP/s of numpy and XLA in float64 and float32, each process alone.
-
-    Returns {(library, dtype): GFLOP/s (median of ``repeats``)}; numpy always
-    runs on the CPU, XLA on ``device_name``."""
-    rates = {}
-    for library in ("numpy", "xla"):
-        result = run_worker({"task": "gemm", "library": library,
-                             "dtypes": list(DTYPES), "size": size,
-                             "repeats": repeats, "device": device_name})
-        for dtype in DTYPES:
-            rates[(library, dtype)] = result[dtype]["gflops"]
-    return rates
-
-
-def gemm_peak(measurements, dtype, platform_name="cpu"):
-    """The machine's GEMM throughput in ``dtype``: the best of numpy and XLA over
-    every measurement of the run (on a GPU, XLA's: numpy runs on the CPU)."""
-    libraries = ("numpy", "xla") if platform_name == "cpu" else ("xla",)
-    return max(rates[(library, dtype)] for rates in measurements
-               for library in libraries)
 
 
 def bench_config(n, d, k, covariance_type, dtype, args):
@@ -529,6 +507,8 @@ def parse_args(argv=None, prog: str | None = None):
     gmm = add_gmm_parser(subparsers)
     benchmark_multinomial.add_multinomial_parser(subparsers)
     benchmark_scale.add_scale_parser(subparsers)
+    benchmark_starts.add_starts_parser(subparsers)
+    benchmark_online.add_online_parser(subparsers)
     args = parser.parse_args(argv)
     if args.benchmark != "gmm":  # the other parsers validate their own options
         return args

@@ -69,7 +69,15 @@ from latentmix.inference.em import (
 from latentmix.inference.selection import select_num_components_multinomial
 from latentmix.scripts import reference_mnmm as ref
 from latentmix.scripts import runtime as rt
-from latentmix.scripts.bench import choice_list, int_list, positive, timed
+from latentmix.scripts.bench import (
+    choice_list,
+    gemm_peak,
+    int_list,
+    measure_gemm,
+    multinomial_flops,
+    positive,
+    timed,
+)
 
 PROTOCOL_K = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 40, 50, 60, 70, 80, 90,
               100)
@@ -263,7 +271,7 @@ def machine_description():
 
 
 def markdown_report(train, speed, sample_rows, protocol, args, command, elapsed,
-                    load):
+                    load, gemm=()):
     num_rows, num_categories = train.counts.shape
     distinct = len({(train.counts.indices[a:b].tobytes(),
                      train.counts.data[a:b].tobytes())
@@ -320,6 +328,8 @@ def markdown_report(train, speed, sample_rows, protocol, args, command, elapsed,
         lines.append(f"- {dtype}, {restarts} restart(s): speedup "
                      f"{min(ratios):,.0f}x to {max(ratios):,.0f}x; target >= "
                      f"{SPEEDUP_TARGET:.0f}x met at {met} of {len(ratios)} K.")
+    if gemm:
+        lines += [""] + _flop_lines(speed, columns, distinct, num_categories, gemm)
     lines += ["", "Fixed cost of one of our calls, seconds (validation, folding of "
               "identical rows, transfer, final E-step; paid once per fit, not per "
               "iteration):", "",
@@ -373,12 +383,43 @@ def markdown_report(train, speed, sample_rows, protocol, args, command, elapsed,
     return "\n".join(lines)
 
 
+def _flop_lines(speed, columns, distinct, num_categories, gemm):
+    """Our GFLOP/s and share of the machine's GEMM peak, per K and column."""
+    peaks = {dtype: gemm_peak(gemm, dtype) for dtype, _ in columns}
+    rates = " / ".join(f"{library} {dtype} {rate:.1f}"
+                       for (library, dtype), rate in sorted(gemm[0].items()))
+    lines = [
+        f"GEMM throughput of this machine in the same run (2048 x 2048 product, "
+        f"each library in its own process, GFLOP/s): {rates}. One iteration "
+        f"costs 4 n K C matrix-product flops (``bench.multinomial_flops``: "
+        f"E-step counts x log-probabilities, M-step responsibilities x counts) "
+        f"with n = {distinct:,} distinct rows (what our EM computes after "
+        f"folding) and C = {num_categories}; GFLOP/s = that / our time per "
+        f"iteration and restart; share = of the best GEMM rate in the dtype.",
+        "",
+        "| K | GFLOP / iteration |" + "".join(
+            f" ours {dtype}, {restarts} restart(s) GFLOP/s | % of peak |"
+            for dtype, restarts in columns),
+        "|---:|---:|" + "---:|---:|" * len(columns),
+    ]
+    for row in speed:
+        flops = multinomial_flops(distinct, num_categories, row["k"]) / 1e9
+        cells = []
+        for dtype, restarts in columns:
+            rate = flops / row[f"ours_{dtype}_{restarts}"]
+            cells.append(f" {rate:.1f} | {100 * rate / peaks[dtype]:.0f}% |")
+        lines.append(f"| K={row['k']} | {flops:.3g} |" + "".join(cells))
+    return lines
+
+
 def run_multinomial(args, command) -> int:
     out = Path(args.out)
     rt.prepare_output_dir(out.parent, overwrite=True, marker=out.name)
     progress = rt.Progress(quiet=args.quiet)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    with progress.step("GEMM throughput"):
+        gemm = [measure_gemm("cpu", 2048, args.repeats)]
     with progress.step("load the Complete Journey"):
         train, test = load_training(args.rows, args.seed)
     args.num_test = test.counts.shape[0]
@@ -389,7 +430,7 @@ def run_multinomial(args, command) -> int:
                                  reference_cost_model(speed))
     load = (load_before, os.getloadavg()[0])
     report = markdown_report(train, speed, sample_rows, protocol, args, command,
-                             time.perf_counter() - started, load)
+                             time.perf_counter() - started, load, gemm)
     rt.atomic_write_text(out, report)
     if not args.quiet:
         print(report)

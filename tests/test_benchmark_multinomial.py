@@ -130,6 +130,11 @@ def test_tiny_multinomial_benchmark_writes_its_tables(tmp_path):
         assert int(row[2]) == 2 and row[3] == "no"  # capped at --max-iters 2
         assert -40 < float(row[4]) < 0  # mean training log-likelihood per basket
     assert "Total: ours" in text
+    # Issue 14: GFLOP/s and the share of the GEMM peak measured in the run.
+    flop_rows = [[cell.strip() for cell in line.strip("|").split(" | ")]
+                 for line in text.splitlines() if line.startswith("| K=")]
+    assert [row[0] for row in flop_rows] == ["K=2", "K=3"]
+    assert all(float(row[1]) > 0 and row[3].endswith("%") for row in flop_rows)
 
 
 def test_a_tiny_iteration_time_never_prints_as_zero():

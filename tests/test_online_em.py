@@ -176,3 +176,50 @@ def test_multinomial_partial_fit_steps_reproduce_the_fit(baskets):
         chunks_from_array(baskets, chunk_rows=3000), 3, batch_size=2000,
         num_epochs=1, init=fitted.state.params, shuffle=False)
     assert np.isfinite(float(streamed.log_likelihood))
+
+
+def test_multinomial_chunks_and_arrays_give_the_same_online_fit(baskets):
+    start = mem.multinomial_online_start(3, baskets.shape[1],
+                                         rng_key=jax.random.key(5)).params
+    options = dict(batch_size=2000, num_epochs=2, init=start, shuffle=False)
+    in_memory = fit_multinomial_mixture_online(baskets, 3, **options)
+    # Chunks of 3000 rows are re-cut into the same batches of 2000.
+    streamed = fit_multinomial_mixture_online(
+        chunks_from_array(baskets, chunk_rows=3000), 3, **options)
+    assert in_memory.num_steps == streamed.num_steps == 20
+    for a, b in zip(in_memory.params, streamed.params, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12,
+                                   atol=1e-12)
+    np.testing.assert_allclose(float(in_memory.log_likelihood),
+                               float(streamed.log_likelihood), rtol=1e-12)
+
+
+def test_float32_online_multinomial_follows_float64(baskets):
+    start = mem.multinomial_online_start(3, baskets.shape[1],
+                                         rng_key=jax.random.key(6)).params
+    fits = [fit_multinomial_mixture_online(
+        baskets.astype(dtype), 3, batch_size=2000, num_epochs=2, init=start,
+        dtype=dtype, shuffle=False) for dtype in (np.float64, np.float32)]
+    assert fits[1].params.probs.dtype == jnp.float32
+    assert fits[0].params.probs.dtype == jnp.float64
+    np.testing.assert_allclose(fits[1].params.probs, fits[0].params.probs,
+                               atol=1e-4)
+    np.testing.assert_allclose(float(fits[1].log_likelihood),
+                               float(fits[0].log_likelihood), rtol=1e-5)
+
+
+def test_online_multinomial_options_are_checked(baskets):
+    with pytest.raises(ValueError, match="step_size_power"):
+        fit_multinomial_mixture_online(baskets, 3, step_size_power=1.5,
+                                       rng_key=jax.random.key(0))
+    with pytest.raises(ValueError, match="rng_key"):
+        fit_multinomial_mixture_online(baskets, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        fit_multinomial_mixture_online(-baskets, 3, rng_key=jax.random.key(0))
+    state = mem.multinomial_online_start(3, baskets.shape[1],
+                                         rng_key=jax.random.key(0))
+    with pytest.raises(ValueError, match="batch"):
+        mem.multinomial_online_step(state, baskets[:10, :4])
+    # A batch of empty rows changes nothing.
+    same = mem.multinomial_online_step(state, np.zeros((5, baskets.shape[1])))
+    np.testing.assert_array_equal(same.params.probs, state.params.probs)

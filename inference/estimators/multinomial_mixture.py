@@ -17,6 +17,7 @@ Defaults are the functional API's (max_iter=1000, tol=1e-6 nats per row,
 import time
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import (
     check_is_fitted,
@@ -26,6 +27,10 @@ from sklearn.utils.validation import (
 
 from latentmix.data.validation import warn
 from latentmix.inference.em.multinomial_mixture import fit_multinomial_mixture_restarts
+from latentmix.inference.em.multinomial_mixture.online import (
+    multinomial_online_start,
+    multinomial_online_step,
+)
 from latentmix.inference.estimators.common import (
     ConvergenceWarning,
     FitFailedError,
@@ -91,7 +96,8 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
 
     def __init__(self, n_components=1, *, n_init=1, max_iter=1000, tol=1e-6,
                  rtol=0.0, prior=None, random_state=None, devices=None,
-                 screen_iters=0, verbose=0, verbose_interval=10):
+                 screen_iters=0, verbose=0, verbose_interval=10,
+                 step_size_offset=2.0, step_size_power=0.6):
         self.n_components = n_components
         self.n_init = n_init
         self.max_iter = max_iter
@@ -103,6 +109,8 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         self.screen_iters = screen_iters
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.step_size_offset = step_size_offset
+        self.step_size_power = step_size_power
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -132,6 +140,8 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         """Fit by EM. ``X``: (n, c) counts, dense or sparse; ``groups``: (n,)
         labels for per-group weights. Returns self."""
         X = self._validate(X, reset=True)
+        if hasattr(self, "online_state_"):
+            del self.online_state_  # fit starts afresh
         _check_int("n_components", self.n_components, 1)
         _check_int("n_init", self.n_init, 1)
         _check_int("max_iter", self.max_iter, 0)
@@ -166,6 +176,56 @@ class MultinomialMixture(DensityMixin, BaseEstimator):
         if not self.converged_ and self.max_iter > 0:
             warn(f"EM did not converge in max_iter={self.max_iter} iterations; "
                  f"increase max_iter or tol", ConvergenceWarning)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One step of online (stepwise) EM on the batch of counts X; returns self.
+
+        The running per-row statistics move toward X's at the current
+        parameters by gamma_t = (t + step_size_offset)^(-step_size_power), then
+        one maximum-likelihood M-step (``inference.em.multinomial_mixture
+        .online``; gamma_0 = 1). The first call starts from the fit when the
+        estimator was fitted (global weights only), else from a random start
+        (``random_state``). ``online_state_`` holds the state (``fit`` drops
+        it), ``n_iter_`` counts the batches, ``lower_bound_`` is the mean
+        log-likelihood (without the multinomial coefficient) of X's non-empty
+        rows at the parameters before this step, ``converged_`` stays False.
+        No groups, no prior.
+        """
+        state = getattr(self, "online_state_", None)
+        X = self._validate(X, reset=not hasattr(self, "probs_"))
+        counts = X.toarray() if scipy.sparse.issparse(X) else np.asarray(X)
+        dtype = np.float32 if counts.dtype == np.float32 else np.float64
+        if self.prior is not None:
+            raise ValueError("partial_fit is maximum likelihood only; set prior=None")
+        with computing_in(dtype):
+            if state is None:
+                _check_int("n_components", self.n_components, 1)
+                if hasattr(self, "probs_") and np.ndim(self.weights_) == 2:
+                    raise ValueError("partial_fit continues a global fit only; this "
+                                     "model was fitted with groups")
+                init = self.params_ if hasattr(self, "probs_") else "random"
+                state = multinomial_online_start(
+                    self.n_components, counts.shape[1], init=init,
+                    rng_key=rng_key_from(self.random_state), dtype=dtype,
+                    step_size_offset=self.step_size_offset,
+                    step_size_power=self.step_size_power)
+                bounds = []
+            else:
+                bounds = list(self.lower_bounds_)
+            state = multinomial_online_step(state, counts)
+            params = to_numpy(state.params)
+        self.online_state_ = state
+        self.weights_, self.probs_ = params.weights, params.probs
+        if hasattr(self, "groups_"):
+            del self.groups_
+        self.n_iter_ = state.num_steps
+        self.converged_ = False
+        self.lower_bound_ = float(state.log_likelihood)
+        self.lower_bounds_ = bounds + [self.lower_bound_]
+        totals = counts.sum(axis=1)
+        if (totals > 0).any():
+            self.median_total_ = int(np.median(totals[totals > 0]))
         return self
 
     def fit_predict(self, X, y=None, groups=None):
