@@ -20,11 +20,9 @@ demo: $(STAMP)
 
 # One pytest worker per core, at most 4 (pytest-xdist): most tests wait on
 # single-threaded XLA compilation, so one process leaves cores idle (2 cores:
-# 520 s with two workers against 752 s with one); work stealing keeps both
-# busy to the end (a 160 s test late in one worker's share no longer waits
-# alone).
+# 520 s with two workers against 752 s with one).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -15,14 +15,6 @@ import pytest
 
 
 def pytest_configure(config):
-    # Tests run small problems whose time is XLA compilation, not execution:
-    # LLVM's lowest optimisation level compiles ~16% faster (measured on the
-    # EM and MAP test files) and every assertion, the 1e-14 comparisons with
-    # scikit-learn included, holds unchanged. Users' programs are not affected
-    # (the flag is set for the test processes and the commands they start).
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     jax.config.update("jax_platforms", "cpu")
     # One persistent XLA compilation cache per test run, shared by the xdist

@@ -336,6 +336,22 @@ def test_float32_counts_beyond_exact_integers_are_refused(tmp_path):
                      "--k", "2", "--dtype", "float32", "--out", tmp_path / "o")
     assert result.returncode == 3, result.stderr
     assert "2**24" in result.stderr and "float64" in result.stderr
+    # The status matches the exit (it said "running" before issue 12's fix).
+    assert params(tmp_path / "o")["status"] == "invalid_data"
+
+
+def test_a_failed_run_leaves_its_status_or_nothing(points, tmp_path, capsys):
+    folder, _ = points
+    missing = tmp_path / "absent"
+    status, err = call(capsys, "gaussian-mixture", "--data", tmp_path / "no.csv",
+                       "--k", "2", "--out", missing)
+    assert status == 3 and "not found" in err
+    assert not missing.exists()  # checked before any output: no empty folder
+    out = tmp_path / "big_k"
+    status, err = call(capsys, "gaussian-mixture", "--data", folder / "points.csv",
+                       "--k", "500", "--out", out)
+    assert status == 3
+    assert not out.exists() or params(out)["status"] == "invalid_data"
 
 
 # ------------------------------------------------------------------ signals
