@@ -363,20 +363,6 @@ def interrupts():
             os.write(2, b"interrupt requested: stopping at the next checkpoint "
                         b"(a few seconds); interrupt again to quit at once\n")
 
-    if os.environ.get("LATENTMIX_NO_SIGNAL_WATCHER"):
-        # In-process callers that never get signals (the test suite's
-        # workers): the flag handlers only, no wake-up fd and no thread.
-        previous = {sig: signal.signal(sig, handler)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        _INTERRUPT["requested"] = False
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            _INTERRUPT["on_abort"] = None
-        return
-
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
 

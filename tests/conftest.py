@@ -15,9 +15,6 @@ import pytest
 
 
 def pytest_configure(config):
-    # fit.main and predict.main called in-process: no signal watcher thread in
-    # the workers (the command-line runs of the signal tests remove it).
-    os.environ["LATENTMIX_NO_SIGNAL_WATCHER"] = "1"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     jax.config.update("jax_platforms", "cpu")
     # One persistent XLA compilation cache per test run, shared by the xdist
