@@ -599,11 +599,16 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
     from latentmix.inference import GaussianMixture
     from latentmix.inference.crosscheck import crosscheck_gaussian_mixture
     from latentmix.inference.em import fit_gaussian_mixture as em_fit
+    from latentmix.inference.em.gaussian_mixture.checks import check_representable
     from latentmix.inference.selection import gmm_bic, select_num_components
     from latentmix.models import gaussian_mixture as gm
 
     columns = args.columns or default_columns(frame, set())
     raw = numeric_matrix(frame, columns, path=args.data)
+    try:  # before the floor below, which squares the data
+        check_representable(raw, names=columns)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     # float32 loses the digits of data far from 0 (an offset of 1e6 leaves a
     # resolution of 0.06): centre in float64 first, fit the centred data in the
     # requested dtype (EM is translation invariant), shift the means back.

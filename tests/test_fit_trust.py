@@ -157,6 +157,65 @@ def test_regression_refuses_values_whose_squares_overflow():
         fit_linear_regression(X * 1e200, y)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag"])
+def test_gmm_em_on_columns_measured_1e8_apart_in_scale(points, covariance_type):
+    # RELIABILITY b2.20: columns in units 1e4 and 1e-4 (a common situation: a
+    # count next to a rate) used to fail every restart (the full-covariance
+    # resolution test compared the small column's variance with the large
+    # one's). EM is equivariant under a change of units: the fit equals the fit
+    # of the unit-scale data mapped back, and scikit-learn's from the same
+    # start (independent reference).
+    from sklearn.mixture import GaussianMixture as SkMixture
+
+    from latentmix.inference.em import fit_gaussian_mixture
+    from latentmix.models import gaussian_mixture as gm
+
+    _, frame = points
+    unit = frame.to_numpy()
+    scale = np.array([1e4, 1e-4])
+    options = {"covariance_type": covariance_type, "reg_covar": 0.0,
+               "max_iters": 500, "tol": 1e-12, "rng_key": jax.random.key(0)}
+    ours_unit = fit_gaussian_mixture(unit, 2, **options)
+    ours = fit_gaussian_mixture(unit * scale, 2, **options)
+    reference = SkMixture(2, covariance_type=covariance_type, reg_covar=0.0,
+                          tol=1e-12, max_iter=1000, random_state=0).fit(unit)
+    assert np.isfinite(float(ours.log_likelihood))
+    # Two clusters 6 sd apart: every start reaches the same optimum, where the
+    # mean log-likelihood shifts by -sum(log scale) under the change of units;
+    # 1e-9 nats allows the rounding of a few hundred iterations on 80 rows.
+    np.testing.assert_allclose(float(ours.log_likelihood),
+                               float(ours_unit.log_likelihood) - np.log(scale).sum(),
+                               atol=1e-9)
+    assert abs(reference.score(unit) - float(ours_unit.log_likelihood)) < 1e-9
+
+    def by_first_mean(params, unit_scale):
+        order = np.argsort(np.asarray(params.means)[:, 0])
+        variances = np.asarray(gm.diagonal_variances(params, covariance_type))
+        return (np.asarray(params.means)[order] / unit_scale,
+                variances[order] / unit_scale**2)
+
+    # Parameters in the original units, mapped back: equal to 1e-7 relative
+    # (rounding of the near-optimum, amplified by the 1e8 ratio of the scales).
+    for got, want in zip(by_first_mean(ours.params, scale),
+                         by_first_mean(ours_unit.params, np.ones(2)), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-7)
+
+
+@pytest.mark.parametrize(("factor", "message"), [
+    (1e200, "their squares overflow float64"),
+    (1e-200, "their variances underflow float64"),
+])
+def test_gmm_columns_beyond_float64_are_refused_by_name(points, tmp_path, capsys,
+                                                        factor, message):
+    _, frame = points
+    (frame * factor).to_csv(tmp_path / "x.csv", index=False)
+    status, err = call(capsys, "gaussian-mixture", "--data", tmp_path / "x.csv",
+                       "--k", "2", "--out", tmp_path / "out", "--quiet")
+    assert status == 3, err
+    assert "column(s) ['u', 'v']" in err and message in err
+    assert "rescale" in err
+
+
 def test_collinear_columns_are_named_not_blamed_on_k(points, tmp_path, capsys):
     _, frame = points
     collinear = frame.assign(w=2 * frame["u"] - frame["v"])

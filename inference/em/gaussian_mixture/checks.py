@@ -33,6 +33,7 @@ __all__ = [
     "check_data",
     "check_init",
     "check_options",
+    "check_representable",
     "check_screen_iters",
     "prepare_prior",
 ]
@@ -85,6 +86,7 @@ def check_data(x, num_components, covariance_type, reg_covar, prior):
             f"{num_rows}"
         )
     varying = _varying_columns(x)
+    check_representable(x, varying)
     check_constant_columns(varying, reg_covar, prior)
     if covariance_type in ("full", "tied"):
         check_collinear_columns(x, varying)
@@ -105,6 +107,42 @@ def check_data(x, num_components, covariance_type, reg_covar, prior):
                 DataWarning,
             )
     return x, varying
+
+
+def check_representable(x, varying=None, names=None) -> None:
+    """Refuse columns whose second moments the dtype cannot hold.
+
+    EM sums squares of the data: a value beyond sqrt(max / n) overflows those
+    sums (float64: about 1e151 for 1,000 rows), and a varying column whose
+    values all lie within sqrt(tiny) of each other (float64: 1.5e-154) has a
+    variance below the smallest normal number, so neither its covariances nor
+    its density can be represented. Rescaling the column (a change of units)
+    changes nothing else in the fit. ``names``: the columns' names for the
+    message (default: their indices).
+    """
+    x = np.asarray(x)
+    finfo = np.finfo(x.dtype)
+    varying = _varying_columns(x) if varying is None else varying
+    largest = np.max(np.abs(x), axis=0)
+    spread = np.max(x, axis=0) - np.min(x, axis=0)
+    huge = np.flatnonzero(largest > np.sqrt(finfo.max / (len(x) * x.shape[1])))
+    small = np.flatnonzero(varying & (spread < np.sqrt(finfo.tiny)))
+    label = (lambda picked: [names[j] for j in picked]) if names is not None else (
+        lambda picked: picked.tolist())
+    subject = "x column(s)" if names is None else "column(s)"
+    if huge.size:
+        raise ValueError(
+            f"{subject} {label(huge)} hold values up to "
+            f"{largest[huge].max():.3g}: their squares overflow {x.dtype}, so no "
+            f"covariance can be computed; rescale those columns (divide by a power "
+            f"of ten, a change of units) before fitting"
+        )
+    if small.size:
+        raise ValueError(
+            f"{subject} {label(small)} vary by only {spread[small].min():.3g}: "
+            f"their variances underflow {x.dtype}; rescale those columns (multiply "
+            f"by a power of ten, a change of units) before fitting"
+        )
 
 
 def check_constant_columns(varying, reg_covar, prior) -> None:

@@ -708,16 +708,25 @@ def _mark_unresolved(covariances, stats: GMMStats, safe_counts):
     covariance would be, instead of following rounding noise.
 
     A full covariance can also collapse along a direction that is no axis (onto
-    a line through two rows, say): its smallest eigenvalue is compared with the
-    bound for the largest mean square, trace(second_c) / N_c. That test covers
-    the per-axis one (lambda_min <= S_jj and second_jj <= trace(second_c)).
+    a line through two rows, say). Entry (j, l) carries an error of a few eps
+    times sqrt(m_j m_l), m_j = second_c,jj / N_c the mean square of feature j,
+    so the test is made on R_c = M^-1/2 S_c M^-1/2, M = diag(m), whose entries
+    all carry an error of a few eps: its smallest eigenvalue below
+    ``_RESOLUTION`` eps means a direction with no correct digit. The scaling
+    keeps the test independent of the units of each column (comparing the
+    smallest eigenvalue of S_c with the largest mean square failed every fit of
+    two columns measured 1e8 apart in scale). It covers the per-axis test
+    (lambda_min(R_c) <= R_c,jj = S_c,jj / m_j).
     """
     tiny = _RESOLUTION * jnp.finfo(covariances.dtype).eps
     second = stats.second
     if second.ndim == 3:
-        smallest = jnp.linalg.eigvalsh(covariances)[:, 0]
-        total = jnp.trace(second, axis1=-2, axis2=-1)
-        unresolved = smallest < tiny * total / safe_counts
+        mean_squares = jnp.diagonal(second, axis1=-2, axis2=-1) / safe_counts[:, None]
+        inv_root = jnp.where(mean_squares > 0,
+                             1.0 / jnp.sqrt(jnp.where(mean_squares > 0,
+                                                      mean_squares, 1.0)), 1.0)
+        scaled = covariances * inv_root[:, :, None] * inv_root[:, None, :]
+        unresolved = jnp.linalg.eigvalsh(scaled)[:, 0] < tiny
     else:
         if second.shape[1] == 1:
             # "spherical": sum_j over the features, so the mean square per
