@@ -285,6 +285,9 @@ def test_strict_turns_failed_diagnostics_into_exit_4(files, tmp_path):
     assert result.returncode == 4, result.stderr
     assert "cross-check failed (--strict)" in result.stderr
     assert "NUTS diagnostics" in result.stderr
+    # ... and said so before sampling (RELIABILITY b4.49), in the command's terms
+    assert "--num-samples 10 draws per chain" in result.stderr
+    assert "cannot reach the effective sample size of 100" in result.stderr
     # issue 12: a failed check is recorded as such, never "ok"
     payload = json.loads((out / "params.json").read_text())
     assert payload["status"] == "check_failed"

@@ -33,6 +33,7 @@ from latentmix.inference.crosscheck.mixtures import (
 )
 from latentmix.inference.crosscheck.table import (
     CrossCheck,
+    check_methods,
     check_row,
     make_table,
     timed_step,
@@ -125,9 +126,7 @@ def crosscheck_gaussian_mixture(
       run, "prior" and "seconds";
       ``idata`` the relabelled NUTS draws (None without NUTS).
     """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    check_methods(methods, METHODS, num_chains, num_samples)
     x = np.asarray(x, dtype=np.float64)
     gm.check_covariance_type(covariance_type)
     if reg_covar is None:  # scale-free: relative to the smallest column variance

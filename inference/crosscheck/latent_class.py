@@ -33,6 +33,7 @@ from latentmix.inference.crosscheck.mixtures import (
 )
 from latentmix.inference.crosscheck.table import (
     CrossCheck,
+    check_methods,
     check_row,
     make_table,
     timed_step,
@@ -67,9 +68,7 @@ def crosscheck_latent_class(answers, num_classes: int, *, rng_key,
     (SVIResult), "nuts" (raw InferenceData); idata the NUTS draws relabelled
     against the EM fit (None without NUTS).
     """
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {sorted(unknown)}")
+    check_methods(methods, METHODS, num_chains, num_samples)
     answers, num_values = lc.check_answers(answers, num_values)
     keys = dict(zip(("em", "map", "nuts"), jax.random.split(rng_key, 3),
                     strict=True))

@@ -33,6 +33,7 @@ from sklearn.linear_model import BayesianRidge
 
 from latentmix.inference.crosscheck.table import (
     CrossCheck,
+    check_methods,
     check_row,
     diagnostics_row,
     make_table,
@@ -142,9 +143,7 @@ def crosscheck_linear_regression(
       "seconds" (per step); ``idata`` the hierarchical NUTS draws when run,
       else the fixed-precision ones, else None.
     """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    check_methods(methods, METHODS, num_chains, num_samples)
     X, y = check_regression_data(X, y)
     X, y = np.asarray(X), np.asarray(y)
     names = list(feature_names) if feature_names is not None else [

@@ -31,6 +31,7 @@ from latentmix.inference.crosscheck.mixtures import (
 )
 from latentmix.inference.crosscheck.table import (
     CrossCheck,
+    check_methods,
     check_row,
     make_table,
     timed_step,
@@ -113,9 +114,7 @@ def crosscheck_multinomial_mixture(
       ``CrossCheck``; ``fits`` holds "em", "map", "vi", "vi_draws", "nuts" (raw
       draws) as run, and "seconds"; ``idata`` the relabelled NUTS draws.
     """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+    check_methods(methods, METHODS, num_chains, num_samples)
     if groups is not None and "map" in methods:
         raise ValueError(
             "the hierarchical (grouped) model has no MAP: its group weights' "

@@ -23,6 +23,7 @@ __all__ = [
     "COLUMNS",
     "CrossCheck",
     "CrossCheckWarning",
+    "check_methods",
     "check_row",
     "diagnostics_row",
     "make_table",
@@ -117,6 +118,26 @@ def warn_failed(table: pd.DataFrame) -> None:
 def max_abs(a, b) -> float:
     """max |a - b| over all elements, as a float."""
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+def check_methods(methods, allowed, num_chains: int, num_samples: int) -> None:
+    """Refuse a method the cross-check does not know; warn before NUTS runs
+    when its sizes cannot pass the diagnostics gate.
+
+    The gate asks for a bulk and tail ESS of ``MIN_ESS_PER_CHAIN`` per chain;
+    draws of one chain are positively correlated in practice, so fewer draws
+    per chain than that fail it whatever the sampler does (RELIABILITY b4.49:
+    50 draws gave "14 elements failing" and nothing said why).
+    """
+    unknown = sorted(set(methods) - set(allowed))
+    if unknown:
+        raise ValueError(f"methods must be among {tuple(allowed)}, got {unknown}")
+    if any(method.startswith("nuts") for method in methods) and (
+            num_samples < MIN_ESS_PER_CHAIN):
+        warn(f"num_samples={num_samples} draws per chain ({num_chains} chains) "
+             f"cannot reach the effective sample size of {MIN_ESS_PER_CHAIN} per "
+             f"chain that the NUTS diagnostics check asks for: expect it to fail; "
+             f"draw at least {4 * MIN_ESS_PER_CHAIN} per chain", CrossCheckWarning)
 
 
 def diagnostics_row(idata, names, method: str = "NUTS") -> dict:
