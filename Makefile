@@ -20,9 +20,10 @@ demo: $(STAMP)
 
 # One pytest worker per core, at most 4 (pytest-xdist): most tests wait on
 # single-threaded XLA compilation, so one process leaves cores idle (2 cores:
-# 520 s with two workers against 752 s with one).
+# 520 s with two workers against 752 s with one). --dist loadgroup keeps the
+# tests that share one demo run (tests/conftest.py: demo_fast_run) on one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,7 +7,10 @@ starts no backend.
 """
 
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import jax
 import numpyro
@@ -46,6 +49,27 @@ def _release_compiled_programs():
     """
     yield
     jax.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def demo_fast_run(tmp_path_factory):
+    """One ``scripts/demo.py --fast --quiet --seed 0`` run, in a subprocess as a
+    user starts it: (CompletedProcess, output folder).
+
+    The demo runs every story (``<out>/<story>/``) and writes the report;
+    test_demo.py checks the report and the story tests check their story's
+    folder, so the stories run once per suite instead of twice. Tests that use
+    it carry ``pytest.mark.xdist_group("demo")`` (``make test`` runs
+    ``--dist loadgroup``), which keeps them on one worker and the run single.
+    """
+    out = tmp_path_factory.mktemp("demo_fast")
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+    completed = subprocess.run(
+        [sys.executable, str(scripts / "demo.py"), "--fast", "--quiet",
+         "--seed", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, env=env)
+    return completed, out
 
 
 @pytest.fixture

@@ -1,7 +1,5 @@
 """scripts/demo.py (the entry point of `make demo`) in its reduced mode."""
 
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -67,13 +65,11 @@ class _Collector(HTMLParser):
 
 
 @pytest.mark.slow
-def test_demo_fast_writes_a_self_contained_report(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "demo.py"), "--fast", "--quiet",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
-    )
+@pytest.mark.xdist_group("demo")
+def test_demo_fast_writes_a_self_contained_report(demo_fast_run):
+    result, tmp_path = demo_fast_run
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == ""  # --quiet: no tables, no progress
     report = (tmp_path / "report.html").read_text()
     parser = _Collector()
     parser.feed(report)

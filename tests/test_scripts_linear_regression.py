@@ -1,11 +1,10 @@
 """scripts/linear_regression.py runs end to end (NumPyro's test_examples pattern).
 
-The script runs in a subprocess, as a user would start it, with --fast so that it
-takes seconds; its own cross-checks must all pass (exit status 0).
+The story runs as the demo runs it, in one ``demo.py --fast`` subprocess shared
+with test_demo.py (conftest.demo_fast_run); its own cross-checks must all pass (exit status 0).
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,13 +32,11 @@ EXPECTED_FILES = [
 
 
 @pytest.mark.slow
-def test_fast_run_passes_its_cross_checks_and_writes_its_files(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--fast", "--quiet", "--seed", "0",
-         "--out", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+@pytest.mark.xdist_group("demo")
+def test_fast_run_passes_its_cross_checks_and_writes_its_files(demo_fast_run):
+    # The story as the demo runs it (conftest.demo_fast_run: one run of
+    # demo.py --fast --seed 0 for test_demo and every story test).
+    completed, tmp_path = demo_fast_run
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout == ""  # --quiet: no tables, no progress
     folder = tmp_path / "linear_regression"

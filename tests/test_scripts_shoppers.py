@@ -1,6 +1,7 @@
 """scripts/shoppers.py runs end to end on the real Complete Journey data.
 
-The script runs in a subprocess, as a user would start it, with --fast (300
+The story runs as the demo runs it, in one ``demo.py --fast`` subprocess shared
+with test_demo.py (conftest.demo_fast_run), with --fast (300
 households, K in 2..4 plus the tutorial's 30, NUTS without VI) so that it takes
 well under a minute; its own cross-checks must all pass (exit status 0). The
 numbers it writes are then checked for sanity against independent facts: the
@@ -10,7 +11,6 @@ rolled starts must show.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,18 +47,15 @@ EXPECTED_FILES = [
 
 
 @pytest.fixture(scope="module")
-def fast_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shoppers")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--fast", "--quiet", "--seed", "0",
-         "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
+def fast_run(demo_fast_run):
+    """The story as the demo runs it (conftest.demo_fast_run: one run of
+    demo.py --fast --seed 0 for test_demo and every story test)."""
+    completed, out = demo_fast_run
     return completed, out / "shoppers"
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_fast_run_passes_its_checks_and_writes_its_files(fast_run):
     completed, folder = fast_run
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -77,6 +74,7 @@ def test_fast_run_passes_its_checks_and_writes_its_files(fast_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_fast_run_numbers_are_sane(fast_run):
     completed, folder = fast_run
     assert completed.returncode == 0, completed.stderr
@@ -148,6 +146,7 @@ def test_fast_run_numbers_are_sane(fast_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_fast_run_findings_hold(fast_run):
     """Checklist items 18 and 20 as assertions on the real (subsampled) data."""
     completed, folder = fast_run
