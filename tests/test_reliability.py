@@ -489,3 +489,24 @@ def test_a_failing_plot_is_a_warning_and_keeps_the_results(points, tmp_path,
     assert any("no font found" in note for note in payload["warnings"])
     assert (out / "assignments.csv").exists() and (out / "report.html").exists()
     assert not list(out.glob("*.png"))
+
+
+def test_svi_with_a_non_finite_loss_raises_floating_point_error(rng_key):
+    # b5.59: numpyro's stable_update keeps the last finite state, and a loss
+    # still non-finite at the end of a chunk is an error (the command maps
+    # FloatingPointError to exit 4: test_fit_trust::test_heldout_without_...)
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    from latentmix.inference.svi import fit_vi
+
+    def broken():
+        # finite where it starts (w in (-2, 2)); the optimum (w = 10) lies
+        # beyond w = 3, where the log-density is NaN
+        weight = numpyro.sample("w", dist.Normal(0.0, 1.0))
+        numpyro.factor("f", 10.0 * weight + jnp.where(weight > 3.0, jnp.nan, 0.0))
+
+    with pytest.raises(FloatingPointError, match="SVI ended with a non-finite loss"):
+        fit_vi(broken, rng_key=rng_key, num_steps=200, chunk_steps=200,
+               learning_rate=0.5)
