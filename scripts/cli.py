@@ -35,6 +35,7 @@ def usage() -> str:
 
 def main(argv=None) -> int:
     """Dispatch ``latentmix SUBCOMMAND ARGS`` to that script's ``main(ARGS)``."""
+    from_command_line = argv is None  # this process runs one command
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), end="")
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
         print(f"latentmix: error: unknown subcommand {name!r}; choose one of "
               f"{', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
+    if from_command_line:  # before the script imports JAX (seconds)
+        from latentmix.scripts.runtime import catch_early_interrupts
+
+        catch_early_interrupts()
     module = importlib.import_module(f"latentmix.scripts.{SUBCOMMANDS[name][0]}")
     return module.main(rest, prog=f"latentmix {name}")
 

@@ -26,10 +26,16 @@ failure, 130 interrupted (Ctrl-C or SIGTERM; what was computed is written with
 status "interrupted").
 """
 
+import sys
+
+if __name__ == "__main__":  # before JAX's import: a Ctrl-C meanwhile is kept
+    from latentmix.scripts.runtime import catch_early_interrupts
+
+    catch_early_interrupts()
+
 import argparse
 import math
 import os
-import sys
 import traceback
 import warnings
 
@@ -249,6 +255,7 @@ def run(args, progress: rt.Progress, run_state: Run) -> int:
     """Validate, fit, write. Returns the exit status (exceptions map in main)."""
     from latentmix.data.tables import DataError, check_input_file, read_table
 
+    rt.check_interrupt()  # one that came while JAX was imported
     check_input_file(args.data)  # before JAX starts and before any output
     configure_jax(args)  # a missing GPU is a usage error: before any output
     from latentmix.inference.mcmc import SamplingInterrupted
@@ -397,6 +404,9 @@ def in_cli_terms(message: str) -> str:
         r"prior=MultinomialMixturePrior\(probs_concentration=1 \+\s*pseudocount\)"
         r"(, e\.g\. 1\.01)?", "--pseudocount 0.01 (a Dirichlet pseudocount)",
         message)
+    message = message.replace(
+        "models.multinomial_mixture.assignments labels them EMPTY_LABEL (-1)",
+        "assignments.csv labels them 'empty'")
     for name, flag in CLI_NAMES.items():
         message = re.sub(rf"\b{name}=", f"{flag} ", message)
         message = re.sub(rf"\b{name}\b", flag, message)
@@ -513,6 +523,7 @@ def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
         raise rt.UsageError(f"--target {args.target!r} is also listed in --columns")
     X = numeric_matrix(frame, features, path=args.data).astype(args.dtype)
     y = numeric_matrix(frame, [args.target], path=args.data)[:, 0].astype(args.dtype)
+    require_rows(len(y), args.data)
     names = list(features)
     if not args.no_bias:
         X = np.column_stack([np.ones(len(X)), X])
@@ -555,6 +566,15 @@ def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
         record_crosscheck(check, outcome, payload)
     outcome.figures.append(lambda out: fit_report.predictions_figure(rows, out))
     return outcome
+
+
+def require_rows(num_rows: int, path) -> None:
+    """At least 2 data rows (RELIABILITY b2.15): one row determines no
+    variance (GMM) and no noise precision (regression)."""
+    from latentmix.data.tables import DataError
+
+    if num_rows < 2:
+        raise DataError(f"{path}: need at least 2 rows, got {num_rows}")
 
 
 def _checkpoint(run_state: Run, outcome: Outcome) -> None:
@@ -605,6 +625,7 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
 
     columns = args.columns or default_columns(frame, set())
     raw = numeric_matrix(frame, columns, path=args.data)
+    require_rows(len(raw), args.data)
     try:  # before the floor below, which squares the data
         check_representable(raw, names=columns)
     except ValueError as error:
@@ -845,7 +866,7 @@ def _warn_unobserved(counts, categories, pseudocount, run_state: Run,
     """One note naming the categories that no row of ``counts`` holds."""
     totals = np.asarray(counts.sum(axis=0)).ravel()
     missing = [str(categories[j]) for j in np.flatnonzero(totals == 0)]
-    if not missing or pseudocount > 0:
+    if not missing or pseudocount > 0 or not totals.any():  # all empty: an error
         return
     shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more"
                                        if len(missing) > 10 else "")

@@ -296,7 +296,29 @@ def save_figure(fig, path, warnings_list: list | None = None):
         plt.close(fig)
 
 
-_INTERRUPT = {"requested": False, "temporary": set(), "on_abort": None}
+_INTERRUPT = {"requested": False, "early": False, "temporary": set(),
+              "on_abort": None}
+
+
+def catch_early_interrupts() -> None:
+    """Remember a SIGINT or SIGTERM that arrives before ``interrupts()`` starts
+    (while JAX is imported: seconds); ``interrupts()`` then starts with the
+    interrupt requested, and the run stops at its first check (exit 130).
+
+    Without it a Ctrl-C in those seconds was lost: Python's default handler
+    raises KeyboardInterrupt wherever the main thread is, and raised inside a
+    garbage-collection callback (importing JAX runs some) the exception is
+    printed and ignored, so the run went on and ended with exit status 0; a
+    SIGTERM killed the process without a word. Only for a process that runs
+    one command (it replaces process-wide handlers): call it before the heavy
+    imports.
+    """
+
+    def handler(signum, frame):
+        _INTERRUPT["early"] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def interrupt_requested() -> bool:
@@ -385,7 +407,8 @@ def interrupts():
     watcher = threading.Thread(target=watch, name="latentmix-interrupts",
                                daemon=True)
     watcher.start()
-    _INTERRUPT["requested"] = False
+    # an interrupt caught before the block (catch_early_interrupts) counts
+    _INTERRUPT["requested"], _INTERRUPT["early"] = _INTERRUPT["early"], False
     try:
         yield
     finally:
