@@ -80,6 +80,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -182,7 +183,8 @@ def bench_config(n, d, k, covariance_type, dtype, args):
                     "device": args.device if library == "ours" else "cpu"}
             if library == "ours_cpu":
                 spec["library"] = "ours"
-            result = run_worker(spec)
+            result = run_peer(spec, args.peer_timeout if library in PEERS
+                                and library != "sklearn" else None)
             results[library] = result
             if "unavailable" in result:
                 continue
@@ -479,6 +481,10 @@ def add_gmm_parser(subparsers):
                              "subset of " + ",".join(PEERS) + " (default sklearn; "
                              "scikit-learn is always included; gmmx and torchgmm "
                              "come with pip install -e '.[bench]')")
+    parser.add_argument("--peer-timeout", type=float, default=600.0,
+                        help="seconds after which a peer other than scikit-learn "
+                             "is stopped and reported as giving no result "
+                             "(default 600)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating rounds of one process per library "
                              "(default 2)")
@@ -499,6 +505,17 @@ def _peer_list(text):
     return ("sklearn",) + tuple(peer for peer in dict.fromkeys(peers)
                                 if peer != "sklearn")
 
+
+
+def run_peer(spec, timeout):
+    """``run_worker``, with a peer that gives no result within ``timeout``
+    seconds stopped and reported as unavailable (gmmx on jax 0.10 was seen to
+    hang, every thread waiting, in its first call at d = 64)."""
+    try:
+        return run_worker(spec, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"unavailable": f"no result within --peer-timeout {timeout:g} s "
+                               f"(stopped)"}
 
 def parse_args(argv=None, prog: str | None = None):
     parser = argparse.ArgumentParser(prog=prog,

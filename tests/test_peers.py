@@ -147,3 +147,14 @@ def test_gemm_peak_is_the_best_measurement():
     assert benchmark.gemm_peak([start, end], "float32") == 65.0
     assert benchmark.gemm_peak([start], "float32", "gpu") == 50.0  # XLA only
 
+
+
+def test_a_peer_that_gives_no_result_in_time_is_reported_not_awaited():
+    # gmmx on jax 0.10 was seen to hang in its first call (every thread
+    # waiting): the benchmark stops such a peer and says so in its table.
+    spec = {"task": "gemm", "library": "numpy", "dtypes": ["float64"],
+            "size": 64, "repeats": 1}
+    result = benchmark.run_peer(spec, timeout=0.01)  # less than Python's start-up
+    assert result == {"unavailable": "no result within --peer-timeout 0.01 s "
+                                     "(stopped)"}
+    assert "float64" in benchmark.run_peer(spec, timeout=None)

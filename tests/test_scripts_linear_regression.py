@@ -1,7 +1,8 @@
 """scripts/linear_regression.py runs end to end (NumPyro's test_examples pattern).
 
 The story runs as the demo runs it, in one ``demo.py --fast`` subprocess shared
-with test_demo.py (conftest.demo_fast_run); its own cross-checks must all pass (exit status 0).
+with test_demo.py (conftest.demo_fast_run); its own cross-checks must all pass
+(exit status 0).
 """
 
 import json
