@@ -33,6 +33,9 @@ EXIT_DATA = 3
 EXIT_NUMERIC = 4
 EXIT_OUTPUT = 5
 EXIT_INTERRUPTED = 130
+# Seconds a first interrupt waits for the next checkpoint before the run exits
+# with what is on disk (an XLA compilation holds the main thread: 91 s seen).
+INTERRUPT_GRACE_S = 15.0
 
 
 class OutputError(OSError):
@@ -348,8 +351,9 @@ def on_abort(fn) -> None:
     _INTERRUPT["on_abort"] = fn
 
 
-def _abort() -> None:
-    """The second signal: remove our temporary files, record, exit 130 now."""
+def _abort(reason: bytes = b"interrupted again: exiting now\n") -> None:
+    """The second signal (or a checkpoint that did not come within the grace
+    period): remove our temporary files, record, exit 130 now."""
     for path in list(_INTERRUPT["temporary"]):
         try:
             os.unlink(path)
@@ -360,7 +364,7 @@ def _abort() -> None:
             _INTERRUPT["on_abort"]()
         except Exception:  # exiting anyway: nothing may stop it
             pass
-    os.write(2, b"interrupted again: exiting now\n")
+    os.write(2, reason)
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -374,9 +378,13 @@ def interrupts():
     Python code, which a long compiled computation delays; so the C-level
     handler's wake-up byte (``signal.set_wakeup_fd``) is also read by a
     helper thread, which counts the signals and, at the second, exits. The
-    first signal also prints how to quit at once. Outside the block the
+    first signal also prints how to quit at once. When no checkpoint comes
+    within ``INTERRUPT_GRACE_S`` of the first signal (an XLA compilation or
+    one long computation holds the main thread), the helper ends the run the
+    same way, keeping what was already written. Outside the block the
     previous handlers are restored.
     """
+    import select
     import threading
 
     def handler(signum, frame):
@@ -389,17 +397,25 @@ def interrupts():
     os.set_blocking(write_fd, False)
 
     def watch():
-        count = 0
+        count, deadline = 0, None
         while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
+                ready, _, _ = select.select([read_fd], [], [], wait)
+                if not ready:  # the block is still running after the grace
+                    _abort(f"no checkpoint within {INTERRUPT_GRACE_S:g} s of the "
+                           f"interrupt (a long compilation or computation): "
+                           f"exiting now with what was written\n".encode())
                 data = os.read(read_fd, 64)
-            except OSError:
+            except (OSError, ValueError):
                 return
             if not data:
                 return
             count += sum(byte in (signal.SIGINT, signal.SIGTERM) for byte in data)
             if count >= 2:
                 _abort()
+            if count and deadline is None:
+                deadline = time.monotonic() + INTERRUPT_GRACE_S
 
     previous = {sig: signal.signal(sig, handler)
                 for sig in (signal.SIGINT, signal.SIGTERM)}

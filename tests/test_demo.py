@@ -109,6 +109,10 @@ def test_demo_fast_writes_a_self_contained_report(demo_fast_run):
     assert "<sup>" in report and "<sub>" in report and 'class="steps"' in report
     assert report.count('class="segment"') >= 2
     assert 'class="dataframe"' not in report  # no pandas to_html tables
+    # LOO/WAIC across K (issue 15): the mixture's NUTS draws at K = 1 (--fast)
+    # beside the main K = 2, compared on the same observations.
+    assert "Gaussian mixture: az.compare across K" in report
+    assert "Gaussian mixture: K = 1" in report and "Gaussian mixture: K = 2" in report
     for story in ("linear_regression", "gaussian_mixture", "shoppers", "tutorial",
                   "trinomial"):
         folder = tmp_path / story
