@@ -52,24 +52,40 @@ def _release_compiled_programs():
 
 
 @pytest.fixture(scope="session")
-def demo_fast_run(tmp_path_factory):
-    """One ``scripts/demo.py --fast --quiet --seed 0`` run, in a subprocess as a
-    user starts it: (CompletedProcess, output folder).
+def demo_fast_run():
+    """One ``scripts/demo.py --fast --quiet --seed 0`` run per test run, in a
+    subprocess as a user starts it: (CompletedProcess, output folder).
 
     The demo runs every story (``<out>/<story>/``) and writes the report;
     test_demo.py checks the report and the story tests check their story's
-    folder, so the stories run once per suite instead of twice. Tests that use
-    it carry ``pytest.mark.xdist_group("demo")`` (``make test`` runs
-    ``--dist loadgroup``), which keeps them on one worker and the run single.
+    folder, so the stories run once per suite instead of twice. The run is
+    kept on disk under the test run's id, behind a file lock: pytest-xdist may
+    tear session fixtures down when a worker's queue runs dry (a full suite
+    ran the demo twice that way), and the tests may land on different workers
+    (``pytest.mark.xdist_group("demo")`` with ``--dist loadgroup`` keeps them
+    together); whoever comes second waits for the first run and reads it.
     """
-    out = tmp_path_factory.mktemp("demo_fast")
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
-    completed = subprocess.run(
-        [sys.executable, str(scripts / "demo.py"), "--fast", "--quiet",
-         "--seed", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=900, env=env)
-    return completed, out
+    import fcntl
+    import json
+
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    folder = Path(tempfile.gettempdir()) / f"latentmix-demo-{run_id}"
+    folder.mkdir(exist_ok=True)
+    out, record = folder / "out", folder / "completed.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            scripts = Path(__file__).resolve().parents[1] / "scripts"
+            env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+            completed = subprocess.run(
+                [sys.executable, str(scripts / "demo.py"), "--fast", "--quiet",
+                 "--seed", "0", "--out", str(out)],
+                capture_output=True, text=True, timeout=900, env=env)
+            record.write_text(json.dumps({
+                "args": completed.args, "returncode": completed.returncode,
+                "stdout": completed.stdout, "stderr": completed.stderr}))
+    saved = json.loads(record.read_text())
+    return subprocess.CompletedProcess(**saved), out
 
 
 @pytest.fixture
