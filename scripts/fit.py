@@ -50,6 +50,10 @@ from latentmix.scripts.fit_report import Outcome, Run
 MODELS = ("linear-regression", "gaussian-mixture", "multinomial-mixture")
 METHODS = ("em", "map", "vi", "nuts", "all")
 MAX_K_VALUES = 1000  # fits in one --k-range sweep
+# --max-iters by default: the mixtures' EM, and the regression's evidence EM
+# (slower to converge: its fixed point is a ratio of traces).
+MIXTURE_MAX_ITERS = 500
+REGRESSION_MAX_ITERS = 10_000
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit integer
 # Pseudo-counts per segment and category when held-out baskets are scored: a
 # category absent from the training rows would otherwise get probability 0 and
@@ -198,7 +202,9 @@ def build_parser(prog: str = "fit.py") -> argparse.ArgumentParser:
                         help="Gaussian mixture covariance structure (default full)")
     parser.add_argument("--restarts", type=positive_int, default=5,
                         help="EM restarts (best kept)")
-    parser.add_argument("--max-iters", type=nonnegative_int, default=500)
+    parser.add_argument("--max-iters", type=nonnegative_int, default=None,
+                        help="bound on EM iterations (default 500 for the "
+                             "mixtures, 10000 for the regression's evidence EM)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="NUTS draws per chain")
@@ -240,6 +246,9 @@ def check_arguments(args) -> None:
         raise rt.UsageError("--covariance-type applies to gaussian-mixture only")
     if args.covariance_type is None:
         args.covariance_type = "full"
+    if args.max_iters is None:
+        args.max_iters = (REGRESSION_MAX_ITERS if args.model == "linear-regression"
+                          else MIXTURE_MAX_ITERS)
 
 
 def configure_jax(args) -> None:
@@ -312,7 +321,8 @@ def warning_printer(args, run_state: Run):
     the flag)."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = f"{category.__name__}: {in_cli_terms(str(message))}"
+        text = (f"{category.__name__}: "
+                f"{in_cli_terms(str(message), run_state.column_names)}")
         if "are never observed" in text and args.model == "multinomial-mixture":
             return  # said by fit_multinomial_mixture's caller, with names
         if text in run_state.notes:
@@ -395,10 +405,36 @@ CLI_NAMES = {"num_components": "--k", "max_iters": "--max-iters",
              "num_warmup": "--num-warmup", "pseudocount": "--pseudocount"}
 
 
-def in_cli_terms(message: str) -> str:
+def in_cli_terms(message: str, column_names=None) -> str:
     """A library message with argument names replaced by the flags that set
-    them (``num_components=5`` reads ``--k 5``)."""
+    them (``num_components=5`` reads ``--k 5``); the convergence tolerance,
+    which the command does not expose, is left out; with ``column_names`` (the
+    columns of the array the library saw), columns given by position
+    ("constant column(s) [2]", "identical columns [[1, 4]]") are named."""
+    import ast
     import re
+
+    if column_names is not None:
+
+        def named(match):
+            def name(value):
+                if isinstance(value, list):
+                    return [name(item) for item in value]
+                if isinstance(value, int) and 0 <= value < len(column_names):
+                    return str(column_names[value])
+                return value
+
+            try:
+                positions = ast.literal_eval(match.group(2))
+            except (ValueError, SyntaxError):
+                return match.group(0)
+            return f"{match.group(1)} {name(positions)}"
+
+        message = re.sub(r"\b(column\(s\)|columns) (\[[\d, \[\]]*\])", named,
+                         message)
+
+    message = re.sub(r",? ?\btol=[^,);]*(, rtol=[^,);]*)?", "", message)
+    message = message.replace(" ()", "").replace(" or tol", "")
 
     message = re.sub(
         r"prior=MultinomialMixturePrior\(probs_concentration=1 \+\s*pseudocount\)"
@@ -528,10 +564,11 @@ def fit_linear_regression(args, frame, progress, run_state: Run) -> Outcome:
     if not args.no_bias:
         X = np.column_stack([np.ones(len(X)), X])
         names = ["bias", *names]
+    run_state.column_names = names
     run_state.begin({"model": "linear-regression", "features": names,
                      "target": args.target})
     with progress.step("EM for the prior and noise precisions"):
-        result = em_fit(X, y, max_iters=max(args.max_iters, 1) * 20)
+        result = em_fit(X, y, max_iters=args.max_iters)
     beta = float(result.params.noise_precision)
     mean, variance = lr.predictive(
         lr.GaussianPosterior(result.params.mean, result.params.cov), X, beta)
@@ -625,6 +662,7 @@ def fit_gaussian_mixture(args, frame, progress, run_state: Run) -> Outcome:
 
     columns = args.columns or default_columns(frame, set())
     raw = numeric_matrix(frame, columns, path=args.data)
+    run_state.column_names = list(columns)
     require_rows(len(raw), args.data)
     try:  # before the floor below, which squares the data
         check_representable(raw, names=columns)

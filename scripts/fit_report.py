@@ -65,6 +65,9 @@ class Run:
     payload: dict = field(default_factory=dict)
     files: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    # The columns of the array the library sees, so that its messages can name
+    # them (``fit.in_cli_terms``); None until the data are read.
+    column_names: list | None = None
 
     started: bool = False
 

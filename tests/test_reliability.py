@@ -370,6 +370,24 @@ def test_zero_and_too_few_iterations_are_unconverged_in_the_outputs(points,
     assert payload["em"] == {"num_iters": 1, "converged": False}
     assert "EM did not converge in --max-iters 1 iterations" in err
     assert any("did not converge" in note for note in payload["warnings"])
+    # ... naming only what the command sets: it has no tolerance option
+    assert "tol" not in err
+
+
+def test_regression_max_iters_is_the_bound_its_warning_names(points, tmp_path,
+                                                             capsys):
+    # b2.26 / b5.56: the regression's evidence EM runs --max-iters iterations
+    # (default 10000) and its warning says so; it named max_iters=10000 after
+    # --max-iters 500 (the command ran 20 times the flag) and a tolerance the
+    # command does not have
+    path, _ = points
+    out = tmp_path / "r"
+    status, err = call(capsys, "linear-regression", "--target", "v", "--data",
+                       path, "--max-iters", "2", "--quiet", "--out", out)
+    assert status == 0, err
+    assert "did not converge in 2 iterations (--max-iters 2); increase " \
+           "--max-iters" in err
+    assert "tol" not in err
 
 
 def test_nuts_chains_get_host_devices_before_jax_starts():
@@ -510,3 +528,22 @@ def test_svi_with_a_non_finite_loss_raises_floating_point_error(rng_key):
     with pytest.raises(FloatingPointError, match="SVI ended with a non-finite loss"):
         fit_vi(broken, rng_key=rng_key, num_steps=200, chunk_steps=200,
                learning_rate=0.5)
+
+
+def test_constant_columns_are_named_in_the_commands_warnings(points, tmp_path,
+                                                             capsys):
+    # b2.18: the library gives columns by position in the array it sees; the
+    # command names them (the regression's array starts with its bias column)
+    path, frame = points
+    frame.assign(c=4.0).to_csv(tmp_path / "c.csv", index=False)
+    status, err = call(capsys, *GMM, "--data", tmp_path / "c.csv",
+                       "--out", tmp_path / "g")
+    assert status == 0, err
+    assert "constant column(s) ['c']" in err
+    noise = np.random.default_rng(3).normal(0.0, 0.5, len(frame))
+    frame.assign(c=4.0, t=frame["u"] + noise).to_csv(tmp_path / "r.csv",
+                                                     index=False)
+    status, err = call(capsys, "linear-regression", "--target", "t", "--data",
+                       tmp_path / "r.csv", "--quiet", "--out", tmp_path / "r")
+    assert status == 0, err
+    assert "constant column(s) ['bias', 'c']" in err
