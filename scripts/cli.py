@@ -23,6 +23,11 @@ SUBCOMMANDS = {
     "benchmark": ("benchmark", "time the EM against scikit-learn and the machine"),
 }
 
+# The subcommands whose run honours interrupts at checkpoints
+# (``runtime.interrupts``): a Ctrl-C while they import JAX is kept for their
+# first checkpoint. The others keep Python's own handling (KeyboardInterrupt).
+EARLY_INTERRUPTS = ("fit", "predict")
+
 
 def usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
@@ -46,7 +51,7 @@ def main(argv=None) -> int:
         print(f"latentmix: error: unknown subcommand {name!r}; choose one of "
               f"{', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
-    if from_command_line:  # before the script imports JAX (seconds)
+    if from_command_line and name in EARLY_INTERRUPTS:  # before JAX's import
         from latentmix.scripts.runtime import catch_early_interrupts
 
         catch_early_interrupts()

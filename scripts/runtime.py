@@ -299,8 +299,8 @@ def save_figure(fig, path, warnings_list: list | None = None):
         plt.close(fig)
 
 
-_INTERRUPT = {"requested": False, "early": False, "temporary": set(),
-              "on_abort": None}
+_INTERRUPT = {"requested": False, "early": False, "early_handler": None,
+              "temporary": set(), "on_abort": None}
 
 
 def catch_early_interrupts() -> None:
@@ -322,6 +322,7 @@ def catch_early_interrupts() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
+    _INTERRUPT["early_handler"] = handler
 
 
 def interrupt_requested() -> bool:
@@ -430,6 +431,10 @@ def interrupts():
     finally:
         signal.set_wakeup_fd(previous_fd)
         for sig, old in previous.items():
+            if old is not None and old is _INTERRUPT["early_handler"]:
+                # after the block, Python's own handling, not the early catch
+                old = (signal.default_int_handler if sig == signal.SIGINT
+                       else signal.SIG_DFL)
             signal.signal(sig, old)
         os.close(write_fd)  # the watcher reads b"" and ends
         watcher.join(timeout=1.0)

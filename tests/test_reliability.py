@@ -462,6 +462,27 @@ def test_a_ctrl_c_while_jax_is_imported_exits_130(points, tmp_path):
     assert not out.exists()  # stopped before any output
 
 
+@pytest.mark.parametrize(("subcommand", "kept"), [
+    ("fit", True), ("predict", True), ("demo", False), ("benchmark", False)])
+def test_only_commands_with_checkpoints_hold_an_early_interrupt(monkeypatch,
+                                                                subcommand, kept):
+    # b6.63's early catch keeps a Ctrl-C for the first checkpoint of fit and
+    # predict; demo and benchmark have no such checkpoint, so there it would
+    # swallow every Ctrl-C and SIGTERM of the run: they keep Python's handling
+    from latentmix.scripts import cli
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(sys, "argv", ["latentmix", subcommand, "--help"])
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()  # argv None: a process running one command
+        changed = signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert changed is kept
+
+
 def test_a_full_disk_is_an_output_failure_recorded_in_params(points, tmp_path,
                                                              capsys, monkeypatch):
     # b6.65: the disk fills after params.json is first written; mounting a
