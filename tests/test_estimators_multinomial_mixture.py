@@ -132,8 +132,10 @@ def test_hierarchical_model_by_nuts_and_vi_against_em(households):
     counts, groups = households
     model = MultinomialMixture(2, n_init=4, random_state=0).fit(counts,
                                                                 groups=groups)
+    # 800 draws per chain: at 300 the r_hat <= 1.01 gate fails on its own
+    # noise about half the time (test_posterior_scale_free's cross-check).
     check = model.crosscheck(counts, groups=groups, random_state=1,
-                             num_chains=4, num_warmup=300, num_samples=300,
+                             num_chains=4, num_warmup=300, num_samples=800,
                              num_restarts=4)
     table = check.table
     assert table["passed"].all(), table.to_string()
