@@ -145,3 +145,27 @@ def test_fit_linear_regression_compiles_once(count_em_traces):
     # max_iters sizes the trace: a new value is a new compilation, by design.
     fit_linear_regression(X2, y2, max_iters=456)
     assert count_em_traces["traces"] == 2
+
+
+def test_over_restarts_equals_vmap_for_one_restart_and_several():
+    """One restart runs unbatched (a faster program on XLA's CPU), its outputs
+    given the restart axis back; the values are vmap's."""
+    from latentmix.inference.em.driver import over_restarts
+
+    def restart(key, start):
+        step = jax.random.normal(key, (3,))
+        return {"value": jnp.sum(start * step), "path": start + step}, None
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    starts = jnp.arange(9.0).reshape(3, 3)
+    for count in (1, 3):
+        expected = jax.vmap(restart)(keys[:count], starts[:count])
+        for sharded in (False, True):
+            got = jax.jit(lambda k, s, sharded=sharded: over_restarts(
+                restart, k, s, sharded=sharded))(keys[:count], starts[:count])
+            assert got[1] is None
+            for name in ("value", "path"):
+                assert got[0][name].shape == expected[0][name].shape
+                # The same arithmetic, batched or not: equal to rounding.
+                np.testing.assert_allclose(got[0][name], expected[0][name],
+                                           rtol=1e-14)

@@ -108,6 +108,7 @@ def test_sharded_program_reduces_across_devices_and_is_not_recompiled():
     text = run_restarts.lower(
         x_sharded, weights, None, keys, 1e-3, 0.0, 1e-6, None, num_components=3,
         covariance_type="full", init_method="kmeans++", max_iters=5,
+        sharded=True,  # as fit_gaussian_mixture passes for devices=4
     ).compile().as_text()
     # GSPMD reduces the per-device statistics with all-reduces; the only gathers
     # are of per-device winners of arg-reductions (k-means++ draws, the worst

@@ -36,6 +36,7 @@ __all__ = [
     "initial_carry",
     "keep_going",
     "next_carry",
+    "over_restarts",
     "run_em",
     "stopping_rule_met",
     "TRACE_LIMIT",
@@ -243,6 +244,26 @@ def run_em(step_fn, init_params, *, max_iters: int, tol, rtol=0.0, dtype=None):
     )
     converged = stopping_rule_met(final.objective, final.delta, tol, rtol)
     return final.params, final.num_iters, converged, final.trace
+
+
+def over_restarts(restart, *batched, sharded: bool = False):
+    """``jax.vmap(restart)(*batched)`` over the leading (restart) axis; a single
+    restart on unsharded rows runs unbatched, its outputs given the axis back.
+
+    The number of restarts is static inside jit, so this chooses the program,
+    not a branch at run time. vmap over a batch of one is not free on XLA's
+    CPU: one diagonal EM iteration at n = 1e5, d = k = 16 (float64) took 13.1
+    ms under it and 8.4 ms without (the M-step's matrix products, batched).
+    ``sharded``: the rows are split over several devices; there the restarts
+    stay under vmap, whose row lookups (a k-means++ centre, the worst row)
+    GSPMD partitions, where an unbatched lookup gathered every row to every
+    device.
+    """
+    leaves = jax.tree_util.tree_leaves(batched)
+    if leaves and leaves[0].shape[0] == 1 and not sharded:
+        one = jax.tree_util.tree_map(lambda leaf: leaf[0], batched)
+        return jax.tree_util.tree_map(lambda leaf: leaf[None], restart(*one))
+    return jax.vmap(restart)(*batched)
 
 
 def continue_best(screened, restart, max_iters: int):

@@ -45,7 +45,8 @@ from latentmix.inference.em.gaussian_mixture.pairs import (
     unpack_pairs,
 )
 
-__all__ = ["BLOCK_BYTES", "block_rows", "full_block_statistics", "full_route"]
+__all__ = ["BLOCK_BYTES", "block_rows", "full_block_statistics", "full_route",
+           "scaled_exponentials"]
 
 # Bytes of one block's largest intermediate ((k d, B) for "whiten", (w, B) for
 # "pairs"): near the 2 MiB of L2 per core of the machine this was tuned on.
@@ -53,6 +54,25 @@ BLOCK_BYTES = 1 << 22
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
+
+def scaled_exponentials(weighted, axis):
+    """exp(weighted - peak), its sum and the log of that sum plus the peak.
+
+    For w_ic = log weights_c + log N(x_i | mu_c, S_c) along the components'
+    ``axis``: e_ic = exp(w_ic - m_i) with m_i = max_c w_ic, s_i = sum_c e_ic,
+    log p(x_i | theta) = m_i + log s_i and gamma_ic = e_ic / s_i. One
+    exponential per entry, where ``logsumexp`` followed by exp(log gamma) takes
+    two (the time of a diagonal iteration did not move with it at n = 1e5,
+    d = k = 16: passes over memory and the products dominate there). Shared
+    by the row blocks and ``steps.statistics``. A row whose peak is not
+    finite keeps peak 0 (no inf - inf).
+    Returns (e, s, log p(x | theta)), s and log p without ``axis``.
+    """
+    peak = jnp.max(weighted, axis=axis, keepdims=True)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    scaled = jnp.exp(weighted - peak)
+    norm = jnp.sum(scaled, axis=axis)
+    return scaled, norm, jnp.squeeze(peak, axis) + jnp.log(norm)
 
 def full_route(num_components: int, num_features: int) -> str:
     """"whiten" when 2 k d <= w (the width of ``pairs``), else "pairs"."""
@@ -179,11 +199,8 @@ def _over_blocks(x, row_weights, size, offsets, squares_and_products, statistic,
         x_b, x_t, v = rows[index], columns[index], weights[index]
         squared, products = squares_and_products(x_b, x_t)
         weighted = offsets - 0.5 * jnp.maximum(squared, 0.0)
-        peak = jnp.max(weighted, axis=0)
-        peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-        scaled = jnp.exp(weighted - peak)
-        norm = jnp.sum(scaled, axis=0)
-        log_norm = peak + jnp.log(norm)  # log p(x_i | theta), (B,)
+        # log p(x_i | theta), (B,)
+        scaled, norm, log_norm = scaled_exponentials(weighted, axis=0)
         real = v > 0
         resp = scaled * (jnp.where(real, v, 0.0) / norm)  # v_i gamma_ic, (k, B)
         # where, not a product: a padding row's log-density times 0 must not

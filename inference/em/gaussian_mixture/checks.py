@@ -123,8 +123,11 @@ def check_representable(x, varying=None, names=None) -> None:
     x = np.asarray(x)
     finfo = np.finfo(x.dtype)
     varying = _varying_columns(x) if varying is None else varying
-    largest = np.max(np.abs(x), axis=0)
-    spread = np.max(x, axis=0) - np.min(x, axis=0)
+    # Two passes over x (no |x| temporary): the largest magnitude of a column
+    # is that of its maximum or of its minimum.
+    high, low = np.max(x, axis=0), np.min(x, axis=0)
+    largest = np.maximum(np.abs(high), np.abs(low))
+    spread = high - low
     huge = np.flatnonzero(largest > np.sqrt(finfo.max / (len(x) * x.shape[1])))
     small = np.flatnonzero(varying & (spread < np.sqrt(finfo.tiny)))
     label = (lambda picked: [names[j] for j in picked]) if names is not None else (

@@ -179,8 +179,9 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
     init_method, init_params, keys = check_init(
         init, rng_key, num_features, covariance_type, options.num_restarts, dtype
     )
+    devices = check_devices(devices)
     x, row_weights, (init_params, keys, prior) = place_rows(
-        x, check_devices(devices), (init_params, keys, prior)
+        x, devices, (init_params, keys, prior)
     )
     results, num_reseeds, failed = run_restarts(
         x,
@@ -196,5 +197,6 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
         init_method=init_method,
         max_iters=options.max_iters,
         screen_iters=screen_iters if options.num_restarts > 1 else 0,
+        sharded=devices is not None and len(devices) > 1,
     )
     return collect_restarts(results, num_reseeds, failed), varying

@@ -28,7 +28,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from latentmix.inference.em.driver import EMResult, continue_best, run_em
+from latentmix.inference.em.driver import (
+    EMResult,
+    continue_best,
+    over_restarts,
+    run_em,
+)
 from latentmix.inference.em.gaussian_mixture.starts import initial_params
 from latentmix.inference.em.gaussian_mixture.steps import (
     LoopState,
@@ -60,18 +65,19 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 @partial(
     jax.jit,
     static_argnames=("num_components", "covariance_type", "init_method", "max_iters",
-                     "screen_iters"),
+                     "screen_iters", "sharded"),
 )
 def run_restarts(x, row_weights, init_params, keys, tol, rtol, reg_covar, prior, *,
                  num_components, covariance_type, init_method, max_iters,
-                 screen_iters=0):
+                 screen_iters=0, sharded=False):
     """All restarts of EM (vmap over ``keys``), each one lax.while_loop.
 
     ``init_params``: batched GMMParams in the data's units (then
     ``init_method`` is "params"), or None to draw the starts from ``keys``.
     Returns (EMResult, num_reseeds, failed), each with a leading restart axis.
     With ``screen_iters`` > 0, every restart runs that many iterations and only
-    the best one continues (``driver.continue_best``).
+    the best one continues (``driver.continue_best``). ``sharded``: the rows
+    are split over several devices (``driver.over_restarts``).
     """
     problem = shared_problem(x, row_weights, reg_covar, prior, covariance_type)
     active = jnp.ones((num_components,), bool)
@@ -81,7 +87,8 @@ def run_restarts(x, row_weights, init_params, keys, tol, rtol, reg_covar, prior,
         covariance_type=covariance_type, init_method=init_method,
     )
     first_iters = screen_iters or max_iters
-    results = jax.vmap(partial(restart, max_iters=first_iters))(keys, init_params)
+    results = over_restarts(partial(restart, max_iters=first_iters), keys,
+                            init_params, sharded=sharded)
     if not screen_iters:
         return results
     return continue_best(results, partial(restart, None, max_iters=max_iters

@@ -50,7 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentmix.inference.em.gaussian_mixture.blocked import full_block_statistics
+from latentmix.inference.em.gaussian_mixture.blocked import (
+    full_block_statistics,
+    scaled_exponentials,
+)
 from latentmix.models.gaussian_mixture import (
     GMMParams,
     check_covariance_type,
@@ -229,13 +232,14 @@ def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
         return GMMStats(*full_block_statistics(
             params.means, params.covariances, jnp.log(params.weights), x,
             row_weights, shift))
-    log_resp, log_norm = e_step(params, x, covariance_type, products)
+    # One exponential per entry (``blocked.scaled_exponentials``).
+    weighted = jnp.log(params.weights) + _component_log_prob(
+        params, x, covariance_type, products
+    )
+    scaled, norm, log_norm = scaled_exponentials(weighted, axis=-1)
     real = row_weights > 0
-    weighted_resp = jnp.exp(log_resp) * row_weights[:, None]
-    if covariance_type == "full" and products is None:
-        shift = params.means
-    else:
-        shift = jnp.zeros_like(params.means)
+    weighted_resp = scaled * (row_weights / norm)[:, None]
+    shift = jnp.zeros_like(params.means)
     counts, sums, second = _resp_statistics(
         x, weighted_resp, shift, covariance_type, products
     )

@@ -279,5 +279,6 @@ def _in_memory_restarts(counts, num_components, options: Options, *, groups, ini
         global_stage=global_stage,
         # One restart has nothing to screen (the same iterates either way).
         screen_iters=options.screen_iters if num_starts > 1 else 0,
+        sharded=devices is not None and len(devices) > 1,
     )
     return collect_restarts(results, num_reseeds, failed)

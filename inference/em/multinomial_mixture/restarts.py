@@ -44,6 +44,7 @@ from latentmix.inference.em.driver import (
     best_result,
     collect_restarts,
     continue_best,
+    over_restarts,
     run_em,
 )
 from latentmix.inference.em.multinomial_mixture.steps import e_step, m_step
@@ -89,16 +90,18 @@ def random_starts(rng_key, num_restarts, num_components, num_categories, dtype):
     jax.jit,
     static_argnames=(
         "num_components", "num_groups", "max_iters", "map_estimate", "global_stage",
-        "screen_iters",
+        "screen_iters", "sharded",
     ),
 )
 def run_restarts(data, init_params, prior, tol, rtol, *, num_components, num_groups,
-                 max_iters, map_estimate, global_stage, screen_iters=0):
+                 max_iters, map_estimate, global_stage, screen_iters=0,
+                 sharded=False):
     """All restarts of one fit (init_params has a leading restart axis).
 
     Returns ``(EMResult, num_reseeds, failed)`` with a leading restart axis
     (``driver.collect_restarts`` makes them an ``EMRestarts``); num_reseeds is
-    0 (the multinomial mixture never reseeds).
+    0 (the multinomial mixture never reseeds). ``sharded``: the rows are split
+    over several devices (``driver.over_restarts``).
     """
     if screen_iters and num_groups is not None:
         raise ValueError("screen_iters screens the global model only")
@@ -125,8 +128,10 @@ def run_restarts(data, init_params, prior, tol, rtol, *, num_components, num_gro
                               num_groups=num_groups, max_iters=iters))
 
     if not screen_iters:
-        return jax.vmap(partial(fit_one, iters=max_iters))(init_params)
-    screened = jax.vmap(partial(fit_one, iters=screen_iters))(init_params)
+        return over_restarts(partial(fit_one, iters=max_iters), init_params,
+                             sharded=sharded)
+    screened = over_restarts(partial(fit_one, iters=screen_iters), init_params,
+                             sharded=sharded)
     return continue_best(
         screened, partial(fit_one, iters=max_iters - screen_iters), max_iters
     )
