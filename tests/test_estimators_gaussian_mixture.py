@@ -358,10 +358,8 @@ def test_sample_posterior_relabelled_with_log_likelihood_for_loo():
     loo = az.loo(idata, pointwise=True)
     assert np.isfinite(loo.elpd_loo)
     assert float(loo.pareto_k.max()) < 0.7  # importance sampling is reliable
-    one = GaussianMixture(1).fit(x).sample_posterior(
-        x, "nuts", num_chains=2, num_warmup=200, num_samples=200, random_state=2)
-    comparison = az.compare({"K=1": one, "K=2": idata})
-    assert comparison.index[0] == "K=2"  # Old Faithful has two clusters
+    # az.compare of K = 1 against K = 2 on these data (K = 2 ranked first) is
+    # test_demo's: the demo's story samples both through this method.
     vi = model.sample_posterior(x, "vi", num_chains=2, num_samples=100,
                                 random_state=3)
     assert vi.posterior["means"].shape == (2, 100, 2, 2)
