@@ -37,6 +37,7 @@ __all__ = [
     "place_rows",
     "replicate",
     "shard_rows",
+    "splits_rows",
 ]
 
 ROW_AXIS = "rows"
@@ -74,6 +75,12 @@ def check_devices(devices) -> list | None:
     if len(set(devices)) != len(devices):
         raise ValueError(f"devices lists a device twice: {devices}")
     return devices
+
+
+def splits_rows(devices) -> bool:
+    """True when ``check_devices``'s result spreads the rows over several
+    devices (the jitted EM cores' static ``sharded``)."""
+    return bool(devices) and len(devices) > 1
 
 
 def padded_rows(num_rows: int, devices) -> int:

@@ -44,6 +44,7 @@ from latentmix.inference.sharding import (
     padded_rows,
     place_rows,
     shard_rows,
+    splits_rows,
 )
 from latentmix.models.gaussian_mixture import GMMPrior
 
@@ -198,6 +199,6 @@ def _weighted_restarts(x, num_components, *, sample_weight, covariance_type, ini
         init_method=init_method,
         max_iters=options.max_iters,
         screen_iters=screen_iters if options.num_restarts > 1 else 0,
-        sharded=bool(devices) and len(devices) > 1,
+        sharded=splits_rows(devices),
     )
     return collect_restarts(results, num_reseeds, failed), varying

@@ -74,6 +74,7 @@ def scaled_exponentials(weighted, axis):
     norm = jnp.sum(scaled, axis=axis)
     return scaled, norm, jnp.squeeze(peak, axis) + jnp.log(norm)
 
+
 def full_route(num_components: int, num_features: int) -> str:
     """"whiten" when 2 k d <= w (the width of ``pairs``), else "pairs"."""
     width = pair_layout(num_features).left.shape[0]

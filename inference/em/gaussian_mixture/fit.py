@@ -27,7 +27,7 @@ from latentmix.inference.em.gaussian_mixture.chunked import chunked_restarts
 from latentmix.inference.em.gaussian_mixture.outcome import best_fit
 from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
 from latentmix.inference.precision import follows_input_precision
-from latentmix.inference.sharding import check_devices, place_rows
+from latentmix.inference.sharding import check_devices, place_rows, splits_rows
 from latentmix.models.gaussian_mixture import GMMPrior
 
 __all__ = ["fit_gaussian_mixture", "fit_gaussian_mixture_restarts"]
@@ -197,6 +197,6 @@ def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
         init_method=init_method,
         max_iters=options.max_iters,
         screen_iters=screen_iters if options.num_restarts > 1 else 0,
-        sharded=devices is not None and len(devices) > 1,
+        sharded=splits_rows(devices),
     )
     return collect_restarts(results, num_reseeds, failed), varying

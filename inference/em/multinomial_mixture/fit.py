@@ -38,7 +38,7 @@ from latentmix.inference.em.multinomial_mixture.restarts import (
     run_restarts,
 )
 from latentmix.inference.precision import follows_input_precision
-from latentmix.inference.sharding import check_devices, replicate
+from latentmix.inference.sharding import check_devices, replicate, splits_rows
 from latentmix.models.multinomial_mixture import MultinomialMixturePrior
 
 __all__ = ["fit_multinomial_mixture", "fit_multinomial_mixture_restarts"]
@@ -279,6 +279,6 @@ def _in_memory_restarts(counts, num_components, options: Options, *, groups, ini
         global_stage=global_stage,
         # One restart has nothing to screen (the same iterates either way).
         screen_iters=options.screen_iters if num_starts > 1 else 0,
-        sharded=devices is not None and len(devices) > 1,
+        sharded=splits_rows(devices),
     )
     return collect_restarts(results, num_reseeds, failed)
