@@ -75,6 +75,8 @@ def check_finite(name: str, array) -> None:
     if is_traced(array):
         return
     values = np.asarray(array)
+    if np.isfinite(values).all():  # one pass; the slow path only to name the entry
+        return
     bad = ~np.isfinite(values)
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])

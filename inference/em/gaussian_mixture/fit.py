@@ -28,6 +28,7 @@ from latentmix.inference.em.gaussian_mixture.outcome import best_fit
 from latentmix.inference.em.gaussian_mixture.restarts import run_restarts
 from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, place_rows, splits_rows
+from latentmix.inference.threads import blas_on_one_thread
 from latentmix.models.gaussian_mixture import GMMPrior
 
 __all__ = ["fit_gaussian_mixture", "fit_gaussian_mixture_restarts"]
@@ -153,6 +154,7 @@ def fit_gaussian_mixture_restarts(
     )[0]
 
 
+@blas_on_one_thread()
 def _fit_restarts(x, num_components, *, covariance_type, init, num_restarts,
                   max_iters, tol, rtol, reg_covar, prior, rng_key, devices,
                   screen_iters):

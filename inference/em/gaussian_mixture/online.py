@@ -56,6 +56,7 @@ import numpy as np
 from latentmix.data.batches import array_batches, chunk_batches
 from latentmix.data.chunks import ChunkedRows
 from latentmix.data.validation import check_int, check_matrix, check_nonnegative
+from latentmix.inference.compiler import em_jit
 from latentmix.inference.em.gaussian_mixture.checks import check_init
 from latentmix.inference.em.gaussian_mixture.starts import initial_params
 from latentmix.inference.em.gaussian_mixture.steps import (
@@ -64,6 +65,7 @@ from latentmix.inference.em.gaussian_mixture.steps import (
     statistics,
 )
 from latentmix.inference.precision import follows_input_precision
+from latentmix.inference.threads import blas_on_one_thread
 from latentmix.models.gaussian_mixture import GMMParams, check_covariance_type
 
 __all__ = [
@@ -183,6 +185,7 @@ def online_step(state: OnlineState, batch, row_weights=None) -> OnlineState:
     return _step(state, batch, row_weights)
 
 
+@blas_on_one_thread()
 def _step(state: OnlineState, batch, row_weights) -> OnlineState:
     dtype = state.centre.dtype
     x = jnp.asarray(batch, dtype)
@@ -206,6 +209,7 @@ def _step(state: OnlineState, batch, row_weights) -> OnlineState:
 
 
 @follows_input_precision
+@blas_on_one_thread()
 def fit_gaussian_mixture_online(
     source,
     num_components: int,
@@ -309,7 +313,7 @@ def _start(key, x, reg_covar, *, num_components, covariance_type, init_method):
                           init_method, reg_covar, None)
 
 
-@partial(jax.jit, static_argnames="covariance_type")
+@partial(em_jit, static_argnames="covariance_type")
 def _update(params, stats, num_steps, centre, x, row_weights, reg_covar, offset,
             power, *, covariance_type):
     """s <- (1 - g) s + g s-hat(batch), then the M-step (module docstring)."""
@@ -328,7 +332,7 @@ def _update(params, stats, num_steps, centre, x, row_weights, reg_covar, offset,
     return new, stats, batch.log_likelihood / size
 
 
-@partial(jax.jit, static_argnames="covariance_type")
+@partial(em_jit, static_argnames="covariance_type")
 def _batch_log_likelihood(params, centre, x, row_weights, *, covariance_type):
     centred = params._replace(means=params.means - centre)
     return statistics(centred, x - centre, row_weights, covariance_type,

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentmix.inference.em.gaussian_mixture.blocked import (
+    BlockedRows,
     full_block_statistics,
     scaled_exponentials,
 )
@@ -221,17 +222,18 @@ def statistics(params: GMMParams, x, row_weights, covariance_type: str = "full",
     the E- and M-step products read them); for "tied", the (d, d) moment
     sum_i v_i x_i x_i^T of these rows (``second_moment``), which no iteration
     changes; or None (then "full" runs over row blocks, ``blocked``, with the
-    shift that module chooses). ``about_origin``: every statistic about 0
+    shift that module chooses), or for "full" those blocks laid out once per
+    fit (``blocked.lay_out_blocks``). ``about_origin``: every statistic about 0
     (shift 0), so that statistics computed at different parameters can be
     averaged (online EM).
     """
-    if covariance_type == "full" and products is None:
+    if covariance_type == "full" and _in_blocks(products):
         # Row blocks, two matrix products each (``blocked``); the shift is the
         # current means or 0, as ``blocked.full_route`` decides.
         shift = jnp.zeros_like(params.means) if about_origin else params.means
         return GMMStats(*full_block_statistics(
             params.means, params.covariances, jnp.log(params.weights), x,
-            row_weights, shift))
+            row_weights, shift, blocks=products))
     # One exponential per entry (``blocked.scaled_exponentials``).
     weighted = jnp.log(params.weights) + _component_log_prob(
         params, x, covariance_type, products
@@ -380,13 +382,19 @@ def step_from_statistics(state: LoopState, stats: GMMStats, num_rows,
 def mean_log_likelihood(params, x, row_weights, num_rows, covariance_type,
                         products=None):
     """(1/N) sum_i v_i log p(x_i | theta); a padding row (v_i = 0) adds nothing."""
-    if covariance_type == "full" and products is None:
+    if covariance_type == "full" and _in_blocks(products):
         total = full_block_statistics(
             params.means, params.covariances, jnp.log(params.weights), x,
-            row_weights, params.means, with_second=False)[3]
+            row_weights, params.means, with_second=False, blocks=products)[3]
         return total / num_rows
     log_norm = e_step(params, x, covariance_type, products)[1]
     return jnp.sum(jnp.where(row_weights > 0, row_weights * log_norm, 0.0)) / num_rows
+
+
+def _in_blocks(products) -> bool:
+    """Full-covariance statistics go through ``blocked``: no per-row products
+    (None) or the rows already laid out in blocks (``blocked.BlockedRows``)."""
+    return products is None or isinstance(products, BlockedRows)
 
 
 def reseed_covariance_from(data_covariance, covariance_type: str, reg_covar):

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentmix.data.validation import check_int
+from latentmix.inference.compiler import em_jit
 from latentmix.inference.em.driver import EMResult, collect_restarts
 from latentmix.inference.em.gaussian_mixture.checks import (
     check_data,
@@ -41,11 +42,13 @@ from latentmix.inference.em.gaussian_mixture.restarts import (
 )
 from latentmix.inference.precision import follows_input_precision
 from latentmix.inference.sharding import check_devices, place_rows
+from latentmix.inference.threads import blas_on_one_thread
 
 __all__ = ["fit_gaussian_mixture_sweep", "run_sweep"]
 
 
 @follows_input_precision
+@blas_on_one_thread()
 def fit_gaussian_mixture_sweep(
     x,
     num_components_list,
@@ -123,7 +126,7 @@ def fit_gaussian_mixture_sweep(
 
 
 @partial(
-    jax.jit,
+    em_jit,
     static_argnames=("max_components", "covariance_type", "init_method", "max_iters"),
 )
 def run_sweep(x, row_weights, keys, num_components, tol, rtol, reg_covar, *,
@@ -132,7 +135,8 @@ def run_sweep(x, row_weights, keys, num_components, tol, rtol, reg_covar, *,
 
     Returns (EMResult, num_reseeds, failed) with leading (J, R) axes.
     """
-    problem = shared_problem(x, row_weights, reg_covar, None, covariance_type)
+    problem = shared_problem(x, row_weights, reg_covar, None, covariance_type,
+                             max_components)
 
     def one_k(args):
         restart_keys, k = args
