@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import threadpoolctl
 
+from latentmix.data.validation import check_finite
 from latentmix.inference import compiler
 from latentmix.inference.em import ConvergenceWarning, fit_gaussian_mixture
 from latentmix.inference.em.gaussian_mixture import fit as gmm_fit
@@ -162,3 +163,22 @@ def test_representable_check_reads_every_row(order, num_rows, num_features):
             bad[row, column] = value
             with pytest.raises(ValueError, match=rf"\[{column}\]"):
                 check_representable(bad)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_check_finds_every_non_finite_entry_and_passes_a_sum_that_overflows(
+        bad):
+    """``check_finite`` proves finiteness from one sum; a NaN or infinity
+    anywhere still makes it name the entry, and finite values whose sum
+    overflows (1e308 + 1e308) are not mistaken for bad ones."""
+    huge = np.full((4, 3), 1e308)
+    huge[1, 1] = -1e308
+    check_finite("x", huge)  # the sum overflows; every entry is finite
+    for index in [(0, 0), (3, 2), (2, 1)]:
+        x = np.random.default_rng(4).normal(size=(4, 3))
+        x[index] = bad
+        kind = "NaN" if np.isnan(bad) else "infinity"
+        with pytest.raises(ValueError,
+                           match=rf"contains {kind} at index \({index[0]}, "
+                                 rf"{index[1]}\)"):
+            check_finite("x", x)
