@@ -71,7 +71,10 @@ the reasons its module gives.) When every restart fails,
 what to change.
 
 Numerics and speed: ``steps`` (matrix products, expanded squares, the collapse
-check, reseeding) and ``restarts`` (centring). Scale: rows carry weights (0 for
+check, reseeding) and ``restarts`` (centring); every program that reads the
+rows is compiled by ``inference.compiler.em_jit`` and every fit runs with BLAS
+on one thread (``inference.threads``), both measured in docs/benchmarks.md.
+Scale: rows carry weights (0 for
 padding), so the same core runs with the rows sharded over several devices
 (``devices``, ``inference.sharding``), out of core over chunks (``chunked``),
 and with masked padding components in a one-program K sweep (``sweep``).
