@@ -107,7 +107,6 @@ def fit_gaussian_mixture_chunked(
                     reg_covar=reg_covar, max_iters=max_iters, tol=tol, rtol=rtol)
 
 
-@blas_on_one_thread()
 def chunked_restarts(
     source: ChunkedRows,
     num_components: int,
@@ -185,21 +184,24 @@ def chunked_restarts(
     carry = initial_carry(LoopState(params, jnp.zeros(num_restarts, jnp.int32)),
                           max_iters, dtype, num_restarts)
     going = max_iters > 0
-    while going:
-        carry, active = _step(
-            carry, pass_statistics(carry.params.params), num_rows,
-            jnp.asarray(reg_covar, dtype), prior, reseed_covariance, tol, rtol,
-            covariance_type=covariance_type, max_iters=max_iters,
-        )
-        going = bool(np.asarray(active).any())
-    converged = stopping_rule_met(carry.objective, carry.delta, tol, rtol)
-    state = carry.params
-    params = state.params
-    total = np.zeros(num_restarts)
-    for chunk, weights in chunks():
-        total += np.asarray(_chunk_log_likelihood(
-            params, chunk, weights, covariance_type=covariance_type
-        ))
+    # The iterations' programs with BLAS on one thread (``inference.threads``);
+    # the host's pass over the chunks above kept every thread for its products.
+    with blas_on_one_thread():
+        while going:
+            carry, active = _step(
+                carry, pass_statistics(carry.params.params), num_rows,
+                jnp.asarray(reg_covar, dtype), prior, reseed_covariance, tol, rtol,
+                covariance_type=covariance_type, max_iters=max_iters,
+            )
+            going = bool(np.asarray(active).any())
+        converged = stopping_rule_met(carry.objective, carry.delta, tol, rtol)
+        state = carry.params
+        params = state.params
+        total = np.zeros(num_restarts)
+        for chunk, weights in chunks():
+            total += np.asarray(_chunk_log_likelihood(
+                params, chunk, weights, covariance_type=covariance_type
+            ))
     value = total / moments.num_rows
     if prior is not None:
         value = value + np.asarray(
