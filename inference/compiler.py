@@ -16,8 +16,9 @@ start (``scripts/benchmark.py gmm``'s problem), the compiled program alone:
 The option is given to each EM program (``jax.jit(compiler_options=...)``),
 so the user's other JAX programs are untouched. It is experimental in XLA:
 whether this jaxlib knows it is probed once per process (compiling a 2 x 2
-product), and a jaxlib that does not gets plain ``jax.jit``. On a GPU the
-option is a CPU compiler's and changes nothing.
+product on the default backend), and a jaxlib that does not gets plain
+``jax.jit``. It is an option of the CPU compiler; its effect on a GPU program
+has not been measured (no GPU was lent to the sessions that wrote this).
 """
 
 import functools
