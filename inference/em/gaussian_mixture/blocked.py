@@ -140,7 +140,7 @@ def full_block_statistics(means, covariances, log_weights, x, row_weights, shift
     ``blocks``: ``lay_out_blocks(x, row_weights, k)`` when the caller keeps it
     (else it is built here).
     """
-    num_rows, num_features = x.shape
+    num_features = x.shape[1]
     num_components = means.shape[0]
     if blocks is None:
         blocks = lay_out_blocks(x, row_weights, num_components)
